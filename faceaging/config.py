@@ -1,0 +1,91 @@
+"""The base config tree every part of faceaging reads; ``configs/*.py`` adjust it."""
+
+import os
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.image_size = 128
+    c.dtype = "bfloat16"  # compute dtype; parameters stay float32
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "utk_face"
+    c.data.data_dir = os.path.expanduser("~/tensorflow_datasets")
+    c.data.manual_dir = os.path.expanduser("~/tensorflow_datasets/downloads/manual")
+    c.data.schedule = "utk14"  # a name in faceaging.schedules or a list of [lo, hi] ranges
+    c.data.target_sampling = "uniform"  # 'uniform' or 'frequency' (as often as the group occurs)
+    c.data.random_flip = True
+    c.data.worker_count = 0  # grain worker processes; 0 decodes in the main process
+    c.data.num_sample_images = 8  # validation faces in the sample grid
+
+    c.model = ml_collections.ConfigDict()
+    c.model.kernel_size = 3
+    c.model.stem_channels = 64
+    c.model.encoder_channels = (128, 256, 256, 256)
+    c.model.encoder_factors = (2, 2, 2, 2)
+    c.model.encoder_extra_blocks = 1
+    c.model.modulator_blocks = 1
+    c.model.style_dim = 256
+    c.model.decoder_extra_blocks = 1
+    c.model.disc_stem_channels = 64
+    c.model.disc_channels = (128, 256, 256, 256, 256)
+    c.model.share_generators = False
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.adversarial = 1.0
+    c.loss.age = 1.0
+    c.loss.cycle = 10.0
+    c.loss.identity = 1.0
+    c.loss.reconstruction = 10.0  # L1 of G(x, source group) to x; 0 skips that pass
+    c.loss.r1_gamma = 10.0
+    c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.g_learning_rate = 1e-4
+    c.optim.d_learning_rate = 1e-4
+    c.optim.b1 = 0.0
+    c.optim.b2 = 0.99
+    c.optim.ema_decay = 0.999
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.num_devices = -1  # data-parallel devices; -1 uses every device
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # global, across all devices and processes
+    c.train.steps = 100_000
+    c.train.log_every = 100
+    c.train.sample_every = 2_000
+    c.train.checkpoint_every = 2_000
+    c.train.keep_checkpoints = 3
+    c.train.max_nonfinite_steps = 20  # stop with an error once more steps than this were skipped
+    return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks ``c`` in place to a CPU-sized model and batch for tests and smoke runs."""
+    c.image_size = 32
+    c.dtype = "float32"
+    c.model.kernel_size = 3
+    c.model.stem_channels = 8
+    c.model.encoder_channels = (16, 32)
+    c.model.encoder_factors = (2, 2)
+    c.model.encoder_extra_blocks = 1
+    c.model.modulator_blocks = 1
+    c.model.style_dim = 32
+    c.model.decoder_extra_blocks = 0
+    c.model.disc_stem_channels = 8
+    c.model.disc_channels = (16, 32, 32)
+    c.loss.r1_every = 4
+    c.optim.g_learning_rate = 5e-4
+    c.optim.d_learning_rate = 5e-4
+    c.optim.ema_decay = 0.99
+    c.data.num_sample_images = 4
+    c.train.batch_size = 8
+    c.train.steps = 20
+    c.train.log_every = 5
+    c.train.sample_every = 10
+    c.train.checkpoint_every = 10
+    return c

@@ -1,0 +1,171 @@
+"""UTKFace as a TFDS ``GeneratorBasedBuilder`` (array_record, manual download).
+
+UTKFace cannot be downloaded by code: users place ``UTKFace.tar.gz`` or the
+extracted ``UTKFace/`` folder in the manual dir. File names are
+``age_gender_race_datetime.jpg.chip.jpg``; malformed names and out-of-range
+labels are skipped and logged. The split is a hash of the ``datetime`` field of
+the name, so it does not depend on file order, and datasets that reuse that
+field per identity (SynthFaces) keep each identity inside one split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import re
+import tarfile
+from typing import Iterator
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+ARCHIVE_NAME = "UTKFace.tar.gz"
+FOLDER_NAME = "UTKFace"
+NAME_SUFFIX = ".jpg.chip.jpg"
+AGE_RANGE = (0, 116)
+NUM_GENDERS = 2
+NUM_RACES = 5
+VALIDATION_PERCENT = 5
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_NAME_RE = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)" + re.escape(NAME_SUFFIX) + "$")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """UTKFace is not in the manual dir."""
+
+
+def missing_data_message(manual_dir: str) -> str:
+    return (f"UTKFace was not found in {manual_dir!r}. Download it yourself (see README, "
+            f"'Putting UTKFace in place') and put either {ARCHIVE_NAME!r} or the extracted "
+            f"{FOLDER_NAME + '/'!r} folder of *{NAME_SUFFIX} files there, or point "
+            "--config.data.manual_dir at the folder that holds them.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceLabels:
+    age: int
+    gender: int
+    race: int
+    split_key: str
+
+
+def parse_name(file_name: str) -> FaceLabels | None:
+    """Labels from a UTKFace file name, or None if the name is malformed or out of range."""
+    match = _NAME_RE.match(os.path.basename(file_name))
+    if match is None:
+        return None
+    age, gender, race = (int(v) for v in match.groups()[:3])
+    if not (AGE_RANGE[0] <= age <= AGE_RANGE[1] and gender < NUM_GENDERS and race < NUM_RACES):
+        return None
+    return FaceLabels(age, gender, race, split_key=match.group(4))
+
+
+def split_of(labels: FaceLabels) -> str:
+    digest = hashlib.sha256(labels.split_key.encode()).digest()
+    return "validation" if int.from_bytes(digest[:8], "big") % 100 < VALIDATION_PERCENT else "train"
+
+
+def find_source(manual_dir: str) -> str:
+    """Returns the archive or folder holding the images, or raises DataNotFoundError."""
+    candidates = [os.path.join(manual_dir, FOLDER_NAME), os.path.join(manual_dir, ARCHIVE_NAME)]
+    for path in candidates:
+        if os.path.isdir(path) or os.path.isfile(path):
+            return path
+    if os.path.isdir(manual_dir) and any(n.endswith(NAME_SUFFIX) for n in os.listdir(manual_dir)):
+        return manual_dir
+    raise DataNotFoundError(missing_data_message(manual_dir))
+
+
+def list_names(source: str) -> list[str]:
+    """Base names of every image in a folder (recursive) or tar archive, without reading them."""
+    if os.path.isdir(source):
+        return [n for _, _, names in os.walk(source) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
+    with tarfile.open(source, "r:*") as archive:
+        return [os.path.basename(m.name) for m in archive
+                if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def iter_files(source: str) -> Iterator[tuple[str, bytes]]:
+    """Yields (file name, bytes) of every image in a folder (recursive) or tar archive."""
+    if os.path.isdir(source):
+        for root, _, names in sorted(os.walk(source)):
+            for name in sorted(names):
+                if name.lower().endswith(IMAGE_SUFFIXES):
+                    with open(os.path.join(root, name), "rb") as f:
+                        yield name, f.read()
+        return
+    with tarfile.open(source, "r:*") as archive:
+        for member in archive:
+            if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
+                yield os.path.basename(member.name), archive.extractfile(member).read()
+
+
+def iter_labelled(source: str, split: str) -> Iterator[tuple[str, bytes, FaceLabels]]:
+    """Yields the well-named images of ``split``; logs what it skipped."""
+    skipped = []
+    for name, data in iter_files(source):
+        labels = parse_name(name)
+        if labels is None:
+            skipped.append(name)
+        elif split_of(labels) == split:
+            yield name, data, labels
+    if skipped:
+        logging.warning("UTKFace %s: skipped %d file(s) with malformed names or out-of-range "
+                        "labels (expected age_gender_race_datetime%s with age %d-%d, gender "
+                        "< %d, race < %d): %s", split, len(skipped), NAME_SUFFIX, *AGE_RANGE,
+                        NUM_GENDERS, NUM_RACES, ", ".join(skipped))
+
+
+class UTKFace(tfds.core.GeneratorBasedBuilder):
+    """UTKFace aligned-and-cropped faces with age, gender and race labels."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+    Download UTKFace's aligned & cropped faces yourself and place either
+    `{ARCHIVE_NAME}` or the extracted `{FOLDER_NAME}/` folder in the manual dir
+    (`--config.data.manual_dir`).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("file_format", "array_record")
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "age": tfds.features.Scalar(dtype=np.int32),
+                "gender": tfds.features.ClassLabel(names=["male", "female"]),
+                "race": tfds.features.ClassLabel(names=["white", "black", "asian", "indian", "other"]),
+                "file_name": tfds.features.Text(),
+            }),
+            supervised_keys=("image", "age"),
+            homepage="https://susanqq.github.io/UTKFace/",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        source = find_source(os.fspath(dl_manager.manual_dir))
+        labelled = [labels for labels in map(parse_name, list_names(source)) if labels is not None]
+        if not labelled:
+            raise DataNotFoundError(f"{source!r} holds no well-named *{NAME_SUFFIX} images. "
+                                    + missing_data_message(os.fspath(dl_manager.manual_dir)))
+        present = sorted({split_of(labels) for labels in labelled})  # a tiny set may lack one
+        return {split: self._generate_examples(source, split) for split in present}
+
+    def _generate_examples(self, source: str, split: str):
+        for name, data, labels in iter_labelled(source, split):
+            yield name, {"image": io.BytesIO(data), "age": labels.age, "gender": labels.gender,
+                         "race": labels.race, "file_name": name}
+
+
+def prepare(data_dir: str, manual_dir: str) -> UTKFace:
+    """Builds UTKFace into ``data_dir`` once (a no-op when already built) and returns the builder."""
+    find_source(manual_dir)
+    builder = UTKFace(data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder

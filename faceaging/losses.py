@@ -1,0 +1,38 @@
+"""GAN loss terms as pure functions of logits and images (all reduce to float32 scalars)."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def pick(logits, groups):
+    """The logit of each example's own group: ``logits[i, groups[i]]``."""
+    return jnp.take_along_axis(logits, groups[:, None], axis=1)[:, 0].astype(jnp.float32)
+
+
+def adversarial_real(logits, groups):
+    """Non-saturating loss pushing per-group logits up: softplus(-l)."""
+    return jax.nn.softplus(-pick(logits, groups)).mean()
+
+
+def adversarial_fake(logits, groups):
+    """Non-saturating loss pushing per-group logits down: softplus(l)."""
+    return jax.nn.softplus(pick(logits, groups)).mean()
+
+
+def classification(logits, groups):
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), groups).mean()
+
+
+def accuracy(logits, groups):
+    return (jnp.argmax(logits, axis=-1) == groups).mean()
+
+
+def l1(a, b):
+    return jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)).mean()
+
+
+def r1_penalty(disc_fn, images, groups):
+    """R1: squared norm of the gradient of the real images' own-group logits w.r.t. the images."""
+    grad = jax.grad(lambda x: pick(disc_fn(x)[0], groups).sum())(images)
+    return jnp.sum(jnp.square(grad.astype(jnp.float32)), axis=(1, 2, 3)).mean()

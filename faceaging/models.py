@@ -1,0 +1,253 @@
+"""Generator (encoder, age modulator, decoder) and discriminator as Flax NNX modules.
+
+Images are NHWC in [-1, 1]. Age conditions are float vectors over the age groups
+(one-hot for a group; convex mixtures interpolate between groups). Every module
+computes in ``dtype`` and keeps float32 parameters; normalisation runs in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+LEAK = 0.2
+NORM_EPS = 1e-5
+
+
+def _act(x):
+    return jax.nn.leaky_relu(x, LEAK)
+
+
+def instance_norm(x, eps: float = NORM_EPS):
+    """Normalises each channel of each image over its spatial dims (in float32)."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(axis=(1, 2), keepdims=True)
+    var = x32.var(axis=(1, 2), keepdims=True)
+    return (x32 - mean) * jax.lax.rsqrt(var + eps)
+
+
+def resample(x, mode: str | None, factor: int):
+    """Nearest-neighbour upsampling, or average pooling that drops a remainder row/column."""
+    if mode == "up":
+        return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+    if mode == "down":
+        b, h, w, c = x.shape
+        h, w = h // factor, w // factor
+        x = x[:, :h * factor, :w * factor]
+        pooled = x.astype(jnp.float32).reshape(b, h, factor, w, factor, c)
+        return pooled.mean(axis=(2, 4)).astype(x.dtype)
+    return x
+
+
+class AffineInstanceNorm(nnx.Module):
+    """Instance norm with a learned per-channel scale and shift."""
+
+    def __init__(self, channels: int, *, rngs: nnx.Rngs):
+        del rngs
+        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+
+    def __call__(self, x, cond=None):
+        del cond
+        return (instance_norm(x) * self.scale[...] + self.bias[...]).astype(x.dtype)
+
+
+class ConditionalNorm(nnx.Module):
+    """Instance norm whose scale and shift are predicted from a condition vector.
+
+    With the style vector as condition this is AdaIN; with the age code it is the
+    age modulator's conditional normalisation. The projection starts at zero, so
+    the layer starts as plain instance norm (scale 1, shift 0).
+    """
+
+    def __init__(self, channels: int, cond_dim: int, *, rngs: nnx.Rngs):
+        self.proj = nnx.Linear(cond_dim, 2 * channels, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def __call__(self, x, cond):
+        scale, shift = jnp.split(self.proj(cond.astype(jnp.float32)), 2, axis=-1)
+        out = instance_norm(x) * (1.0 + scale[:, None, None, :]) + shift[:, None, None, :]
+        return out.astype(x.dtype)
+
+
+def _make_norm(kind: str, channels: int, cond_dim: int, rngs: nnx.Rngs):
+    if kind == "instance":
+        return AffineInstanceNorm(channels, rngs=rngs)
+    if kind == "conditional":
+        return ConditionalNorm(channels, cond_dim, rngs=rngs)
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown norm {kind!r}: expected 'instance', 'conditional' or 'none'")
+
+
+class ResBlock(nnx.Module):
+    """Pre-activation residual block: norm -> act -> conv, twice, plus a skip path.
+
+    Upsampling happens before the convolutions and downsampling after them, so
+    every output pixel is produced by a full-resolution 3x3/4x4 convolution.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, kernel_size: int, norm: str = "none",
+                 cond_dim: int = 0, resample_mode: str | None = None, factor: int = 1,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        conv = lambda i, o, k: nnx.Conv(i, o, (k, k), dtype=dtype, rngs=rngs)
+        self.norm1 = _make_norm(norm, in_ch, cond_dim, rngs)
+        self.conv1 = conv(in_ch, out_ch, kernel_size)
+        self.norm2 = _make_norm(norm, out_ch, cond_dim, rngs)
+        self.conv2 = conv(out_ch, out_ch, kernel_size)
+        self.skip = conv(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.resample_mode = resample_mode
+        self.factor = factor
+
+    def __call__(self, x, cond=None):
+        h = x if self.norm1 is None else self.norm1(x, cond)
+        skip = x
+        if self.resample_mode == "up":
+            h, skip = resample(h, "up", self.factor), resample(skip, "up", self.factor)
+        h = self.conv1(_act(h))
+        h = h if self.norm2 is None else self.norm2(h, cond)
+        h = self.conv2(_act(h))
+        if self.skip is not None:
+            skip = self.skip(skip)
+        out = (h + skip.astype(h.dtype)) * (1 / math.sqrt(2))
+        return resample(out, "down", self.factor) if self.resample_mode == "down" else out
+
+
+class Encoder(nnx.Module):
+    """Image -> spatial identity features (no age input)."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
+        k = cfg.kernel_size
+        self.stem = nnx.Conv(3, cfg.stem_channels, (k, k), dtype=dtype, rngs=rngs)
+        chans = [cfg.stem_channels, *cfg.encoder_channels]
+        self.blocks = nnx.List(
+            [ResBlock(i, o, kernel_size=k, norm="instance", resample_mode="down", factor=f,
+                      dtype=dtype, rngs=rngs)
+             for i, o, f in zip(chans[:-1], chans[1:], cfg.encoder_factors)]
+            + [ResBlock(chans[-1], chans[-1], kernel_size=k, dtype=dtype, rngs=rngs)
+               for _ in range(cfg.encoder_extra_blocks)])
+
+    def __call__(self, x):
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return h
+
+
+class AgeModulator(nnx.Module):
+    """(identity features, age code) -> age-aware style vector.
+
+    Residual blocks with conditional normalisation on the age code see the
+    identity features, so the style depends on who is being aged (as in RAGAN).
+    """
+
+    def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype, rngs: nnx.Rngs):
+        ch = cfg.encoder_channels[-1]
+        self.blocks = nnx.List(
+            [ResBlock(ch, ch, kernel_size=cfg.kernel_size, norm="conditional", cond_dim=num_groups,
+                      dtype=dtype, rngs=rngs) for _ in range(cfg.modulator_blocks)])
+        self.fc1 = nnx.Linear(ch, cfg.style_dim, rngs=rngs)
+        self.fc2 = nnx.Linear(cfg.style_dim, cfg.style_dim, rngs=rngs)
+
+    def __call__(self, identity, age_code):
+        h = identity
+        for block in self.blocks:
+            h = block(h, age_code)
+        pooled = _act(h).astype(jnp.float32).mean(axis=(1, 2))
+        return self.fc2(_act(self.fc1(pooled)))
+
+
+class Decoder(nnx.Module):
+    """(identity features, style) -> image, AdaIN-modulated in every block."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
+        k = cfg.kernel_size
+        enc = [cfg.stem_channels, *cfg.encoder_channels]
+        out_chans = enc[-2::-1]  # mirror of the encoder
+        in_chans = [enc[-1], *out_chans[:-1]]
+        factors = list(cfg.encoder_factors)[::-1]
+        block = lambda i, o, **kw: ResBlock(i, o, kernel_size=k, norm="conditional",
+                                            cond_dim=cfg.style_dim, dtype=dtype, rngs=rngs, **kw)
+        self.blocks = nnx.List(
+            [block(enc[-1], enc[-1]) for _ in range(cfg.decoder_extra_blocks)]
+            + [block(i, o, resample_mode="up", factor=f)
+               for i, o, f in zip(in_chans, out_chans, factors)])
+        self.out_norm = ConditionalNorm(out_chans[-1], cfg.style_dim, rngs=rngs)
+        self.to_rgb = nnx.Conv(out_chans[-1], 3, (k, k), dtype=dtype, rngs=rngs)
+
+    def __call__(self, identity, style):
+        h = identity
+        for block in self.blocks:
+            h = block(h, style)
+        h = self.to_rgb(_act(self.out_norm(h, style)))
+        return jnp.tanh(h.astype(jnp.float32))
+
+
+class Generator(nnx.Module):
+    """Encoder + age modulator + decoder."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.encoder = Encoder(cfg, dtype=dtype, rngs=rngs)
+        self.modulator = AgeModulator(cfg, num_groups, dtype=dtype, rngs=rngs)
+        self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, images, age_code):
+        """Returns (aged images in float32, identity features of the input)."""
+        identity = self.encoder(images)
+        return self.decoder(identity, self.modulator(identity, age_code)), identity
+
+
+class Discriminator(nnx.Module):
+    """Image -> (one real/fake logit per age group, age-group classifier logits)."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        k = cfg.kernel_size
+        chans = [cfg.disc_stem_channels, *cfg.disc_channels]
+        self.stem = nnx.Conv(3, chans[0], (k, k), dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List(
+            [ResBlock(i, o, kernel_size=k, resample_mode="down", factor=2, dtype=dtype, rngs=rngs)
+             for i, o in zip(chans[:-1], chans[1:])])
+        self.head = nnx.Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, rngs=rngs)
+        self.adversarial = nnx.Linear(chans[-1], num_groups, rngs=rngs)
+        self.classifier = nnx.Linear(chans[-1], num_groups, rngs=rngs)
+
+    def __call__(self, images):
+        h = self.stem(images)
+        for block in self.blocks:
+            h = block(h)
+        h = _act(self.head(_act(h))).astype(jnp.float32).mean(axis=(1, 2))
+        return self.adversarial(h), self.classifier(h)
+
+
+def check_geometry(image_size: int, cfg: ml_collections.ConfigDict) -> None:
+    """Raises a clear error if the image size does not fit the down/upsampling plan."""
+    enc = math.prod(cfg.encoder_factors)
+    if len(cfg.encoder_factors) != len(cfg.encoder_channels):
+        raise ValueError(f"config.model.encoder_factors {tuple(cfg.encoder_factors)} and "
+                         f"encoder_channels {tuple(cfg.encoder_channels)} must have equal length")
+    if image_size % enc:
+        raise ValueError(f"config.image_size={image_size} must be divisible by the product of "
+                         f"config.model.encoder_factors {tuple(cfg.encoder_factors)} = {enc}")
+    if image_size < 2 ** len(cfg.disc_channels):
+        raise ValueError(f"config.image_size={image_size} is too small for "
+                         f"{len(cfg.disc_channels)} 2x discriminator poolings (config.model.disc_channels)")
+
+
+def build_models(config: ml_collections.ConfigDict, num_groups: int, rngs: nnx.Rngs):
+    """Returns (generators dict, discriminator); 'restoring' is absent when weights are shared."""
+    check_geometry(config.image_size, config.model)
+    dtype = jnp.dtype(config.dtype)
+    generators = {"aging": Generator(config.model, num_groups, dtype=dtype, rngs=rngs)}
+    if not config.model.share_generators:
+        generators["restoring"] = Generator(config.model, num_groups, dtype=dtype, rngs=rngs)
+    return generators, Discriminator(config.model, num_groups, dtype=dtype, rngs=rngs)
+
+
+def count_params(state) -> int:
+    return sum(x.size for x in jax.tree.leaves(state))

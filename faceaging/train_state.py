@@ -1,0 +1,85 @@
+"""Train state: parameters, optimizer states, EMA and counters as one pytree.
+
+The modules' graph definitions are static (kept in ``Graphs``); only their
+parameters live in the state. The state is created already sharded.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from faceaging import models
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    g_params: dict  # {'aging': State, 'restoring': State}; 'restoring' absent when shared
+    d_params: nnx.State
+    g_opt_state: optax.OptState
+    d_opt_state: optax.OptState
+    ema_params: dict  # EMA of g_params, used for samples and prediction
+    nonfinite_steps: jax.Array  # updates skipped because a loss or gradient was not finite
+
+
+class Graphs(NamedTuple):
+    generator: nnx.GraphDef
+    discriminator: nnx.GraphDef
+
+
+class Optimizers(NamedTuple):
+    generator: optax.GradientTransformation
+    discriminator: optax.GradientTransformation
+
+
+def make_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
+    o = config.optim
+    return Optimizers(optax.adam(o.g_learning_rate, b1=o.b1, b2=o.b2),
+                      optax.adam(o.d_learning_rate, b1=o.b1, b2=o.b2))
+
+
+def restoring_params(g_params: dict):
+    """Parameters of the second (restoring) generator: the first's when weights are shared."""
+    return g_params.get("restoring", g_params["aging"])
+
+
+def _init(config: ml_collections.ConfigDict, num_groups: int, optimizers: Optimizers):
+    generators, disc = models.build_models(config, num_groups, nnx.Rngs(config.seed))
+    g_graph, _ = nnx.split(generators["aging"])
+    g_params = {name: nnx.split(g)[1] for name, g in generators.items()}
+    d_graph, d_params = nnx.split(disc)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
+        g_opt_state=optimizers.generator.init(g_params),
+        d_opt_state=optimizers.discriminator.init(d_params),
+        ema_params=jax.tree.map(jnp.copy, g_params), nonfinite_steps=jnp.zeros((), jnp.int32))
+    return state, Graphs(g_graph, d_graph)
+
+
+def abstract_state(config, num_groups, optimizers) -> tuple[TrainState, Graphs]:
+    """Shapes and dtypes of the state (nothing allocated) and the static graph definitions."""
+    graphs = []
+
+    def init_state():
+        state, g = _init(config, num_groups, optimizers)
+        graphs.append(g)
+        return state
+
+    return jax.eval_shape(init_state), graphs[0]
+
+
+def state_shardings(abstract: TrainState, sharding: jax.sharding.Sharding):
+    """Every leaf of the state gets ``sharding`` (the models are small: replicate)."""
+    return jax.tree.map(lambda _: sharding, abstract)
+
+
+def create_train_state(config, num_groups, optimizers, shardings) -> TrainState:
+    """Initialises the state directly into its sharded layout (``shardings``: a state-shaped tree)."""
+    return jax.jit(lambda: _init(config, num_groups, optimizers)[0], out_shardings=shardings)()

@@ -1,0 +1,77 @@
+import jax
+import numpy as np
+import pytest
+
+from faceaging import datasets, input_pipeline, mesh as mesh_lib, schedules
+
+
+@pytest.fixture
+def train_source(tiny_config):
+    builder = datasets.prepare(tiny_config)
+    return input_pipeline.open_split(builder, "train", schedules.get_schedule("utk14"))
+
+
+def test_batches_have_labels_and_targets_differ(tiny_config, train_source):
+    loader = input_pipeline.make_train_loader(tiny_config, train_source, 14)
+    iterator = iter(loader)
+    for _ in range(5):
+        batch = next(iterator)
+        assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
+        np.testing.assert_array_equal(batch["source"], schedules.get_schedule("utk14").group_of(batch["age"]))
+        assert np.all(batch["target"] != batch["source"])
+        assert np.all((batch["target"] >= 0) & (batch["target"] < 14))
+
+
+def test_schedule_with_gaps_drops_uncovered_ages(tiny_config):
+    builder = datasets.prepare(tiny_config)
+    full = input_pipeline.open_split(builder, "train", schedules.get_schedule("utk14"))
+    gappy = input_pipeline.open_split(builder, "train", schedules.get_schedule("lats6"))
+    assert 0 < len(gappy) < len(full)
+    assert gappy.num_dropped == len(full) - len(gappy)
+    ages = np.array([gappy[i]["age"] for i in range(len(gappy))])
+    assert np.all(schedules.get_schedule("lats6").group_of(ages) >= 0)
+
+
+def test_frequency_target_sampling():
+    groups = np.array([0, 0, 0, 1, 2, 2])
+    np.testing.assert_allclose(input_pipeline.target_probabilities(groups, 4, "frequency"),
+                               [0.5, 1 / 6, 1 / 3, 0.0])
+    np.testing.assert_allclose(input_pipeline.target_probabilities(groups, 4, "uniform"), [0.25] * 4)
+    with pytest.raises(ValueError, match="target_sampling"):
+        input_pipeline.target_probabilities(groups, 4, "balanced")
+    transform = input_pipeline.FlipAndDrawTarget(np.array([0.5, 0.5, 0.0]), random_flip=False)
+    rng = np.random.default_rng(0)
+    image = np.zeros((4, 4, 3), np.uint8)
+    targets = [transform.random_map({"image": image, "source": 0}, rng)["target"] for _ in range(50)]
+    assert set(targets) == {1}  # never the source, never a zero-probability group
+
+
+def test_iterator_state_restores_the_same_next_batch(tiny_config, train_source):
+    loader = input_pipeline.make_train_loader(tiny_config, train_source, 14)
+    iterator = iter(loader)
+    for _ in range(3):
+        next(iterator)
+    state = iterator.get_state()
+    expected = next(iterator)
+    resumed = iter(loader)
+    resumed.set_state(state)
+    got = next(resumed)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_to_global_shards_over_the_data_axis(tiny_config, train_source):
+    mesh = mesh_lib.make_mesh(tiny_config)
+    assert mesh.size == 8
+    batch = next(iter(input_pipeline.make_train_loader(tiny_config, train_source, 14)))
+    arrays = input_pipeline.to_global(batch, mesh_lib.data_sharded(mesh))
+    assert arrays["image"].shape == (8, 32, 32, 3)
+    assert len(arrays["image"].addressable_shards) == 8
+    assert arrays["image"].addressable_shards[0].data.shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(jax.device_get(arrays["source"]), batch["source"])
+
+
+def test_batch_size_must_split_over_devices(tiny_config):
+    tiny_config.train.batch_size = 12
+    with pytest.raises(ValueError, match="batch_size=12 must be divisible"):
+        mesh_lib.make_mesh(tiny_config)

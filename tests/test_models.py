@@ -1,0 +1,79 @@
+import importlib.util
+import os
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import pytest
+
+from faceaging import config as config_lib, models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name, arg=""):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def param_counts(config, groups=14):
+    generators, disc = nnx.eval_shape(lambda: models.build_models(config, groups, nnx.Rngs(0)))
+    return (models.count_params(nnx.state(generators["aging"], nnx.Param)),
+            models.count_params(nnx.state(disc, nnx.Param)), generators)
+
+
+def test_output_shapes():
+    config = config_lib.tiny(config_lib.base_config())
+    generators, disc = models.build_models(config, 5, nnx.Rngs(0))
+    x = jnp.zeros((3, 32, 32, 3))
+    aged, identity = generators["aging"](x, jax.nn.one_hot(jnp.array([0, 2, 4]), 5))
+    assert aged.shape == (3, 32, 32, 3) and aged.dtype == jnp.float32
+    assert identity.shape == (3, 8, 8, 32)
+    adv, cls = disc(x)
+    assert adv.shape == (3, 5) and cls.shape == (3, 5)
+    assert jnp.all(jnp.abs(aged) <= 1)
+
+
+def test_age_code_changes_the_output():
+    config = config_lib.tiny(config_lib.base_config())
+    generators, _ = models.build_models(config, 4, nnx.Rngs(0))
+    gen = generators["aging"]
+    # Make the condition matter from step 0: perturb the zero-initialised conditional norms.
+    params = nnx.state(gen, nnx.Param)
+    nudged = jax.tree_util.tree_map_with_path(
+        lambda path, v: v + 0.1 * jax.random.normal(jax.random.key(1), v.shape)
+        if "proj" in jax.tree_util.keystr(path) else v, params)
+    nnx.update(gen, nudged)
+    x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3), minval=-1, maxval=1)
+    young, _ = gen(x, jax.nn.one_hot(jnp.array([0]), 4))
+    old, _ = gen(x, jax.nn.one_hot(jnp.array([3]), 4))
+    assert float(jnp.abs(young - old).mean()) > 1e-4
+
+
+@pytest.mark.parametrize("name,g_params,d_params", [
+    ("utk", 11_275_779, 5_287_580),
+    ("seed", 76_625_283, 35_978_460),
+])
+def test_parameter_counts(name, g_params, d_params):
+    g, d, generators = param_counts(load_config(name))
+    assert (g, d) == (g_params, d_params)
+    assert ("restoring" in generators) == (name == "utk")  # seed shares weights like the original
+
+
+def test_seed_geometry_matches_original_plan():
+    config = load_config("seed")
+    generators, _ = nnx.eval_shape(lambda: models.build_models(config, 14, nnx.Rngs(0)))
+    out = jax.eval_shape(lambda g, x, c: g(x, c), generators["aging"],
+                         jax.ShapeDtypeStruct((1, 200, 200, 3), jnp.float32),
+                         jax.ShapeDtypeStruct((1, 14), jnp.float32))
+    assert out[0].shape == (1, 200, 200, 3)
+    assert out[1].shape == (1, 5, 5, 512)  # the original's 5x5x512 identity map
+
+
+def test_bad_geometry_is_a_clear_error():
+    config = config_lib.tiny(config_lib.base_config())
+    config.image_size = 30
+    with pytest.raises(ValueError, match="image_size=30 must be divisible"):
+        models.build_models(config, 14, nnx.Rngs(0))
