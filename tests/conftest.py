@@ -61,12 +61,3 @@ def tiny_config(utk_dirs):
     config.mesh.num_devices = 1
     return config
 
-
-@pytest.fixture
-def no_compile_cache():
-    """Compiles afresh: executables with cross-device collectives loaded from the persistent
-    cache deadlock on simulated CPU devices (XLA:CPU rendezvous timeout), so multi-device
-    tests run uncached."""
-    jax.config.update("jax_enable_compilation_cache", False)
-    yield
-    jax.config.update("jax_enable_compilation_cache", True)

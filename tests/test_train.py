@@ -67,19 +67,6 @@ def shorten(config, steps=6):
     return config
 
 
-def test_train_and_evaluate_on_8_devices(tiny_config, tmp_path, no_compile_cache):
-    config = shorten(tiny_config)
-    config.mesh.num_devices = -1
-    workdir = str(tmp_path / "run")
-    state = train.train_and_evaluate(config, workdir)
-    assert int(state.step) == 6 and jax.device_count() == 8
-    assert len(jax.tree.leaves(state.g_params)[0].sharding.device_set) == 8
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
-    assert os.path.exists(os.path.join(workdir, "samples", "step_0000006.png"))
-    assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
-    assert train.load_config(workdir).train.steps == 6
-
-
 def test_train_resumes_exactly_and_predicts(tiny_config, tmp_path):
     tiny_config = shorten(tiny_config)
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
