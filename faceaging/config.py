@@ -15,7 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "utk_face"
     c.data.data_dir = os.path.expanduser("~/tensorflow_datasets")
     c.data.manual_dir = os.path.expanduser("~/tensorflow_datasets/downloads/manual")
-    c.data.schedule = "utk14"  # a name in faceaging.schedules or a list of [lo, hi] ranges
+    c.data.schedule = "utk14"  # a name in faceaging.schedules or ranges like "0-19,20-39,40+"
     c.data.target_sampling = "uniform"  # 'uniform' or 'frequency' (as often as the group occurs)
     c.data.random_flip = True
     c.data.worker_count = 0  # grain worker processes; 0 decodes in the main process

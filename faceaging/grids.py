@@ -20,22 +20,29 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def aging_grid(inputs: np.ndarray, aged: np.ndarray, labels) -> np.ndarray:
-    """(N,H,W,3) inputs and (N,K,H,W,3) aged uint8 -> one labelled uint8 grid image."""
-    n, k, h, w, _ = aged.shape
+def labelled_grid(cells: np.ndarray, column_labels, row_labels=None) -> np.ndarray:
+    """(N,K,H,W,3) uint8 cells -> one grid image with a label above each column (and row)."""
+    n, k, h, w, _ = cells.shape
     font_size = max(10, min(w // 5, 18))
-    header = font_size + 2 * PAD
-    canvas = Image.new("RGB", ((k + 1) * (w + PAD) + PAD, header + n * (h + PAD) + PAD), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
     font = _font(font_size)
-    for col, label in enumerate(["input", *labels]):
-        draw.text((PAD + col * (w + PAD) + w // 2, PAD), label, fill=TEXT, font=font, anchor="ma")
+    header = font_size + 2 * PAD
+    left = 0 if row_labels is None else max(len(str(r)) for r in row_labels) * font_size * 2 // 3 + 2 * PAD
+    canvas = Image.new("RGB", (left + k * (w + PAD) + PAD, header + n * (h + PAD) + PAD), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for col, label in enumerate(column_labels):
+        draw.text((left + PAD + col * (w + PAD) + w // 2, PAD), str(label), fill=TEXT, font=font, anchor="ma")
     for row in range(n):
         y = header + row * (h + PAD)
-        canvas.paste(Image.fromarray(inputs[row]), (PAD, y))
+        if row_labels is not None:
+            draw.text((PAD, y + h // 2), str(row_labels[row]), fill=TEXT, font=font, anchor="lm")
         for col in range(k):
-            canvas.paste(Image.fromarray(aged[row, col]), (PAD + (col + 1) * (w + PAD), y))
+            canvas.paste(Image.fromarray(cells[row, col]), (left + PAD + col * (w + PAD), y))
     return np.asarray(canvas)
+
+
+def aging_grid(inputs: np.ndarray, aged: np.ndarray, labels) -> np.ndarray:
+    """(N,H,W,3) inputs and (N,K,H,W,3) aged uint8 -> grid: input column, then one per group."""
+    return labelled_grid(np.concatenate([inputs[:, None], aged], axis=1), ["input", *labels])
 
 
 def save_png(image: np.ndarray, path: str) -> None:

@@ -2,7 +2,9 @@
 
 A schedule is an ordered list of inclusive, non-overlapping ``[lo, hi]`` age
 ranges. Gaps are allowed (ages in a gap belong to no group and are dropped by
-the input pipeline). The last range may be open-ended with ``hi = None``.
+the input pipeline). The last range may be open-ended with ``hi = None``. In a
+config a schedule is a name (``'utk14'``) or a string of ranges such as
+``'0-19,20-39,40+'``.
 """
 
 from __future__ import annotations
@@ -97,13 +99,30 @@ def _validate(ranges: Sequence[Sequence[int | None]], name: str) -> tuple[tuple[
     return tuple(parsed)
 
 
+def _parse_ranges(spec: str) -> list:
+    """``'0-19,20-39,40+'`` -> ``[[0, 19], [20, 39], [40, None]]``."""
+    ranges = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if part.endswith("+"):
+                ranges.append([int(part[:-1]), None])
+            else:
+                lo, hi = part.split("-")
+                ranges.append([int(lo), int(hi)])
+        except ValueError:
+            raise ScheduleError(
+                f"schedule {spec!r}: cannot read range {part!r}; expected a name in "
+                f"{sorted(NAMED_SCHEDULES)} or ranges like '0-19,20-39,40+'") from None
+    return ranges
+
+
 def get_schedule(spec) -> AgeSchedule:
-    """Builds a schedule from a name (``'utk14'``) or a list of ``[lo, hi]`` ranges."""
+    """A schedule from a name (``'utk14'``), a string (``'0-19,20-39,40+'``) or [lo, hi] pairs."""
     if isinstance(spec, AgeSchedule):
         return spec
     if isinstance(spec, str):
-        if spec not in NAMED_SCHEDULES:
-            raise ScheduleError(f"unknown schedule {spec!r}: expected one of {sorted(NAMED_SCHEDULES)} "
-                                "or a list of [lo, hi] ranges")
-        return AgeSchedule(_validate(NAMED_SCHEDULES[spec], spec), name=spec)
+        if spec in NAMED_SCHEDULES:
+            return AgeSchedule(_validate(NAMED_SCHEDULES[spec], spec), name=spec)
+        return AgeSchedule(_validate(_parse_ranges(spec), spec), name=spec)
     return AgeSchedule(_validate(list(spec), "custom"))

@@ -43,8 +43,18 @@ def test_invalid_schedules_raise_clear_errors(ranges, message):
         schedules.get_schedule(ranges)
 
 
+def test_schedule_from_string():
+    s = schedules.get_schedule("0-9, 10-19,20+")
+    assert s.ranges == schedules.get_schedule([[0, 9], [10, 19], [20, None]]).ranges
+    assert s.labels == ("0-9", "10-19", "20+")
+    with pytest.raises(schedules.ScheduleError, match="cannot read range '10_19'"):
+        schedules.get_schedule("0-9,10_19")
+    with pytest.raises(schedules.ScheduleError, match="overlap"):
+        schedules.get_schedule("0-10,5-20")
+
+
 def test_unknown_name():
-    with pytest.raises(schedules.ScheduleError, match="unknown schedule 'utk15'"):
+    with pytest.raises(schedules.ScheduleError, match=r"cannot read range 'utk15'; expected a name in \['caae10'"):
         schedules.get_schedule("utk15")
 
 

@@ -1,0 +1,39 @@
+import numpy as np
+from PIL import Image
+
+from faceaging import dataset_reports, run_all
+from test_synthfaces import _load_synth_config
+
+
+def synth_tiny(tmp_path):
+    config = _load_synth_config("tiny")
+    config.data.manual_dir, config.data.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
+    config.mesh.num_devices = 1
+    return config
+
+
+def test_stats_count_every_image_and_draw_a_chart(tmp_path):
+    config = synth_tiny(tmp_path)
+    stats = dataset_reports.label_counts(config)
+    assert sum(s["images"] for s in stats.values()) == 40 * 6
+    for split in stats.values():
+        assert sum(split["age_group"].values()) + split["outside_schedule"] == split["images"]
+        assert sum(split["gender"].values()) == split["images"] == sum(split["race"].values())
+    chart = dataset_reports.bar_chart(stats, "synth")
+    assert chart.ndim == 3 and chart.shape[1] == 900 and chart.min() < 128  # bars were drawn
+
+
+def test_contact_sheet_layout():
+    sheet = dataset_reports.contact_sheet(seed=0, identities=2, ages=[5, 50, 90], cell=40)
+    # 3 columns of 40px + padding, 2 rows below a label header.
+    assert sheet.shape[1] == 3 * 42 + 2 and sheet.shape[0] > 2 * 42
+
+
+def test_mode_all_trains_and_ages_held_out_faces(tmp_path):
+    config = synth_tiny(tmp_path)
+    config.train.steps = 4
+    path = run_all.run_all(config, str(tmp_path / "run"), count=3)
+    grid = np.asarray(Image.open(path))
+    groups = 6
+    assert grid.shape[1] == (groups + 1) * (32 + 2) + 2  # input column + one per group
+    assert grid.shape[0] > 3 * (32 + 2)

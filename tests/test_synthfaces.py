@@ -1,0 +1,105 @@
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from faceaging import config as config_lib, datasets, input_pipeline, schedules
+from faceaging.datasets import synthfaces, utkface
+
+
+def test_render_is_deterministic_and_identity_specific():
+    a = synthfaces.render(synthfaces.make_identity(3, 7), 40, seed=3)
+    b = synthfaces.render(synthfaces.make_identity(3, 7), 40, seed=3)
+    other = synthfaces.render(synthfaces.make_identity(3, 8), 40, seed=3)
+    assert a.shape == (200, 200, 3) and a.dtype == np.uint8
+    assert hashlib.sha256(a.tobytes()).digest() == hashlib.sha256(b.tobytes()).digest()
+    assert np.abs(a.astype(int) - other.astype(int)).mean() > 5
+
+
+def _hair_region_brightness(identity, age):
+    image = synthfaces.render(identity, age).astype(float)
+    return image[30:70, 70:130].mean()
+
+
+def _line_energy(identity, age, rows, cols):
+    """Mean vertical gradient inside a box: horizontal lines (wrinkles, folds) raise it."""
+    grey = synthfaces.render(identity, age).astype(float).mean(axis=-1)
+    return np.abs(np.diff(grey[rows[0]:rows[1], cols[0]:cols[1]], axis=0)).mean()
+
+
+def test_aging_is_measurable():
+    identities = [synthfaces.make_identity(0, i) for i in range(16)]
+    full_hair = [i for i in identities if not i.balding]
+    # Hair greys: the top-of-head region gets brighter from 30 to 85.
+    hair_30 = np.mean([_hair_region_brightness(i, 30) for i in full_hair])
+    hair_85 = np.mean([_hair_region_brightness(i, 85) for i in full_hair])
+    assert hair_85 > hair_30 + 30
+    # Wrinkles: forehead lines and nasolabial folds deepen from 25 to 85.
+    forehead, folds = ((60, 80), (82, 118)), ((98, 122), (72, 128))
+    for box, factor in ((forehead, 2.0), (folds, 1.2)):
+        young = np.mean([_line_energy(i, 25, *box) for i in full_hair])
+        old = np.mean([_line_energy(i, 85, *box) for i in full_hair])
+        assert old > factor * young
+    # Balding men's hairline recedes: less hair colour above the forehead at 70 than at 25.
+    for identity in [i for i in identities if i.balding]:
+        assert _hair_region_brightness(identity, 70) != _hair_region_brightness(identity, 25)
+    # Child proportions: eyes sit lower (big forehead) in a 2-year-old's face than at 30.
+    shifts = [_eye_row(i, 2) - _eye_row(i, 30) for i in identities[:8]]
+    assert np.mean(shifts) > 3 and min(shifts) >= 0
+
+
+def _eye_row(identity, age):
+    """Row of the darkest horizontal band (pupils) in the face's central third."""
+    image = synthfaces.render(identity, age).astype(float).mean(axis=-1)
+    rows = image[50:170, 60:140].min(axis=1)
+    return 50 + int(np.argmin(rows[:80]))
+
+
+def test_ages_cover_the_lifespan():
+    ages = sorted({a for i in range(30) for a in synthfaces.sample_ages(0, i, 10)})
+    assert ages[0] <= 5 and ages[-1] >= 95
+    per_identity = synthfaces.sample_ages(0, 1, 10)
+    assert len(per_identity) == 10 and len(set(per_identity)) == 10
+
+
+def test_generated_folder_parses_back_and_index_is_consistent(tmp_path):
+    count = synthfaces.generate(str(tmp_path), num_identities=24, ages_per_identity=5, seed=1, processes=2)
+    files = sorted(os.listdir(tmp_path / "UTKFace"))
+    index = synthfaces.read_index(str(tmp_path))
+    assert count == len(files) == len(index) == 24 * 5
+    by_identity = {}
+    for row in index:
+        labels = utkface.parse_name(row["file_name"])
+        assert (labels.age, labels.gender, labels.race) == (row["age"], row["gender"], row["race"])
+        identity = synthfaces.make_identity(1, row["identity"])
+        assert (identity.gender, identity.race) == (row["gender"], row["race"])
+        by_identity.setdefault(row["identity"], set()).add(row["split"])
+    assert all(len(splits) == 1 for splits in by_identity.values())  # identity-level split
+    with pytest.raises(FileExistsError):
+        synthfaces.generate(str(tmp_path), 1, 1)
+    # Re-rendering an indexed image reproduces the file's content (up to JPEG loss).
+    row = index[7]
+    decoded = input_pipeline.decode_image((tmp_path / "UTKFace" / row["file_name"]).read_bytes(), 200)
+    rerendered = synthfaces.render(synthfaces.make_identity(1, row["identity"]), row["age"], seed=1)
+    assert np.abs(decoded.astype(int) - rerendered.astype(int)).mean() < 4  # JPEG q92 on noisy pixels
+
+
+def test_config_generates_on_first_use_and_builds(tmp_path):
+    config = _load_synth_config("tiny")
+    config.data.manual_dir, config.data.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
+    builder = datasets.prepare(config)
+    assert builder.name == "synth_faces"
+    total = sum(builder.info.splits[s].num_examples for s in builder.info.splits)
+    assert total == 40 * 6
+    source = input_pipeline.open_split(builder, "train", schedules.get_schedule(config.data.schedule))
+    assert len(source) > 0 and source.num_dropped == 0
+
+
+def _load_synth_config(arg=""):
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthfaces.py")
+    spec = importlib.util.spec_from_file_location("synthfaces_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
