@@ -12,17 +12,11 @@ def get_config(arg: str = ""):
     c = base.base_config()
     c.image_size = 200
     c.data.schedule = "utk14"
-    c.model.kernel_size = 4
-    c.model.stem_channels = 64
-    c.model.encoder_channels = (128, 256, 512, 512)
-    c.model.encoder_factors = (2, 2, 2, 5)
-    c.model.encoder_extra_blocks = 2
-    c.model.modulator_blocks = 1
-    c.model.style_dim = 512
-    c.model.decoder_extra_blocks = 2
-    c.model.disc_stem_channels = 64
-    c.model.disc_channels = (128, 256, 512, 512, 512, 512)
-    c.model.share_generators = True  # the original used one set of weights twice
+    c.model.update(dict(kernel_size=4, stem_channels=64, encoder_channels=(128, 256, 512, 512),
+                        encoder_factors=(2, 2, 2, 5), encoder_extra_blocks=2, modulator_blocks=1,
+                        style_dim=512, decoder_extra_blocks=2, disc_stem_channels=64,
+                        disc_channels=(128, 256, 512, 512, 512, 512),
+                        share_generators=True))  # the original used one set of weights twice
     if arg == "tiny":
         base.tiny(c)
     elif arg:

@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.disc_stem_channels = 64
     c.model.disc_channels = (128, 256, 256, 256, 256)
     c.model.share_generators = False
+    c.model.residual_output = False  # decoder outputs a change to the input (see models.Generator)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.adversarial = 1.0
@@ -68,24 +69,12 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks ``c`` in place to a CPU-sized model and batch for tests and smoke runs."""
     c.image_size = 32
     c.dtype = "float32"
-    c.model.kernel_size = 3
-    c.model.stem_channels = 8
-    c.model.encoder_channels = (16, 32)
-    c.model.encoder_factors = (2, 2)
-    c.model.encoder_extra_blocks = 1
-    c.model.modulator_blocks = 1
-    c.model.style_dim = 32
-    c.model.decoder_extra_blocks = 0
-    c.model.disc_stem_channels = 8
-    c.model.disc_channels = (16, 32, 32)
+    c.model.update(dict(kernel_size=3, stem_channels=8, encoder_channels=(16, 32),
+                        encoder_factors=(2, 2), encoder_extra_blocks=1, modulator_blocks=1,
+                        style_dim=32, decoder_extra_blocks=0, disc_stem_channels=8,
+                        disc_channels=(16, 32, 32)))
     c.loss.r1_every = 4
-    c.optim.g_learning_rate = 5e-4
-    c.optim.d_learning_rate = 5e-4
-    c.optim.ema_decay = 0.99
+    c.optim.update(dict(g_learning_rate=5e-4, d_learning_rate=5e-4, ema_decay=0.99))
     c.data.num_sample_images = 4
-    c.train.batch_size = 8
-    c.train.steps = 20
-    c.train.log_every = 5
-    c.train.sample_every = 10
-    c.train.checkpoint_every = 10
+    c.train.update(dict(batch_size=8, steps=20, log_every=5, sample_every=10, checkpoint_every=10))
     return c

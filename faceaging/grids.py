@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 PAD = 2
+MIN_CELL = 96  # smaller cells are enlarged (nearest neighbour) so faces and labels stay legible
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 
@@ -22,6 +23,9 @@ def _font(size: int):
 
 def labelled_grid(cells: np.ndarray, column_labels, row_labels=None) -> np.ndarray:
     """(N,K,H,W,3) uint8 cells -> one grid image with a label above each column (and row)."""
+    factor = -(-MIN_CELL // cells.shape[3])
+    if factor > 1:
+        cells = cells.repeat(factor, axis=2).repeat(factor, axis=3)
     n, k, h, w, _ = cells.shape
     font_size = max(10, min(w // 5, 18))
     font = _font(font_size)

@@ -17,6 +17,7 @@ import ml_collections
 
 LEAK = 0.2
 NORM_EPS = 1e-5
+RESIDUAL_CLIP = 0.995  # |x| bound before atanh, so saturated pixels stay finite
 
 
 def _act(x):
@@ -162,7 +163,7 @@ class AgeModulator(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """(identity features, style) -> image, AdaIN-modulated in every block."""
+    """(identity features, style) -> pre-tanh RGB, AdaIN-modulated in every block."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
         k = cfg.kernel_size
@@ -177,29 +178,39 @@ class Decoder(nnx.Module):
             + [block(i, o, resample_mode="up", factor=f)
                for i, o, f in zip(in_chans, out_chans, factors)])
         self.out_norm = ConditionalNorm(out_chans[-1], cfg.style_dim, rngs=rngs)
-        self.to_rgb = nnx.Conv(out_chans[-1], 3, (k, k), dtype=dtype, rngs=rngs)
+        # A residual generator starts as the identity map: its change starts at zero.
+        rgb_init = nnx.initializers.zeros if cfg.residual_output else nnx.initializers.lecun_normal()
+        self.to_rgb = nnx.Conv(out_chans[-1], 3, (k, k), kernel_init=rgb_init, dtype=dtype, rngs=rngs)
 
     def __call__(self, identity, style):
         h = identity
         for block in self.blocks:
             h = block(h, style)
-        h = self.to_rgb(_act(self.out_norm(h, style)))
-        return jnp.tanh(h.astype(jnp.float32))
+        return self.to_rgb(_act(self.out_norm(h, style))).astype(jnp.float32)
 
 
 class Generator(nnx.Module):
-    """Encoder + age modulator + decoder."""
+    """Encoder + age modulator + decoder.
+
+    With ``residual_output`` the decoder's output is a change added to the input in pre-tanh
+    space, ``tanh(atanh(x) + delta)``: the encoder-decoder only has to produce what aging
+    changes, which trains much faster on small budgets.
+    """
 
     def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
                  rngs: nnx.Rngs):
         self.encoder = Encoder(cfg, dtype=dtype, rngs=rngs)
         self.modulator = AgeModulator(cfg, num_groups, dtype=dtype, rngs=rngs)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
+        self.residual_output = cfg.residual_output
 
     def __call__(self, images, age_code):
-        """Returns (aged images in float32, identity features of the input)."""
+        """Returns (aged images in float32 in [-1, 1], identity features of the input)."""
         identity = self.encoder(images)
-        return self.decoder(identity, self.modulator(identity, age_code)), identity
+        out = self.decoder(identity, self.modulator(identity, age_code))
+        if self.residual_output:
+            out = out + jnp.arctanh(jnp.clip(images.astype(jnp.float32), -RESIDUAL_CLIP, RESIDUAL_CLIP))
+        return jnp.tanh(out), identity
 
 
 class Discriminator(nnx.Module):

@@ -77,3 +77,12 @@ def test_bad_geometry_is_a_clear_error():
     config.image_size = 30
     with pytest.raises(ValueError, match="image_size=30 must be divisible"):
         models.build_models(config, 14, nnx.Rngs(0))
+
+
+def test_residual_generator_starts_as_identity_map():
+    config = config_lib.tiny(config_lib.base_config())
+    config.model.residual_output = True
+    generators, _ = models.build_models(config, 4, nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-0.99, maxval=0.99)
+    out, _ = generators["aging"](x, jax.nn.one_hot(jnp.array([0, 3]), 4))
+    assert float(jnp.abs(out - x).max()) < 1e-4
