@@ -37,11 +37,16 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator, force: bool
         force=force)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, iterator=None):
-    """The latest saved state (and, given ``iterator``, its data position), or None if none."""
-    step = manager.latest_step()
+def restore(manager: ocp.CheckpointManager, abstract_state, iterator=None, step: int | None = None):
+    """The state saved at ``step`` (default: the latest), restoring ``iterator``'s position too
+    when given; None if the manager holds no checkpoint."""
     if step is None:
-        return None
+        step = manager.latest_step()
+        if step is None:
+            return None
+    elif step not in manager.all_steps():
+        raise FileNotFoundError(f"no checkpoint of step {step} in {manager.directory}; "
+                                f"saved steps: {sorted(manager.all_steps())}")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if iterator is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(iterator)

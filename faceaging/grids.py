@@ -21,11 +21,15 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def enlarge(images: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) images repeated (nearest neighbour) until at least MIN_CELL pixels wide."""
+    factor = -(-MIN_CELL // images.shape[-2])
+    return images.repeat(factor, axis=-3).repeat(factor, axis=-2) if factor > 1 else images
+
+
 def labelled_grid(cells: np.ndarray, column_labels, row_labels=None) -> np.ndarray:
     """(N,K,H,W,3) uint8 cells -> one grid image with a label above each column (and row)."""
-    factor = -(-MIN_CELL // cells.shape[3])
-    if factor > 1:
-        cells = cells.repeat(factor, axis=2).repeat(factor, axis=3)
+    cells = enlarge(cells)
     n, k, h, w, _ = cells.shape
     font_size = max(10, min(w // 5, 18))
     font = _font(font_size)

@@ -27,15 +27,23 @@ config_flags.DEFINE_config_file("config", None, "Training config file (e.g. conf
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and event files.")
 flags.DEFINE_enum("mode", "train", ["train", "predict", "all", "stats", "contact_sheet"],
                   "What to run.")
-flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
-flags.DEFINE_string("output_dir", None, "predict: where aged images and grids go.")
+flags.DEFINE_string("input", None, "predict: an image, a folder (recursive), a glob, or a .txt list of paths.")
+flags.DEFINE_string("output_dir", None, "predict: where aged images, grids and GIFs go.")
+flags.DEFINE_string("checkpoint", None, "predict: WORKDIR/checkpoints/STEP (default: latest in --workdir).")
+flags.DEFINE_string("target_groups", "all", "predict: 'all' or comma-separated group indices.")
+flags.DEFINE_list("target_ages", None, "predict: ages (e.g. 5,30,70), mapped to groups by the run's schedule.")
+flags.DEFINE_bool("gif", False, "predict: also write an animated progression through the targets.")
+flags.DEFINE_integer("batch_size", None, "predict: images per batch (default: the run's batch size).")
+flags.DEFINE_string("dtype", None, "predict: compute dtype, e.g. bfloat16 (default: the run's).")
 flags.DEFINE_bool("overwrite", False, "predict: replace existing output files.")
 flags.DEFINE_integer("sheet_identities", 8, "contact_sheet: number of identities (rows).")
 flags.DEFINE_list("sheet_ages", ["2", "8", "15", "25", "35", "45", "55", "65", "75", "85", "95"],
                   "contact_sheet: ages (columns).")
 flags.DEFINE_bool("jax_distributed", False,
                   "Call jax.distributed.initialize() first (multi-host TPU pods, SLURM).")
-flags.mark_flags_as_required(["workdir"])
+flags.register_multi_flags_validator(
+    ["workdir", "checkpoint"], lambda f: f["workdir"] is not None or f["checkpoint"] is not None,
+    "--workdir is required (predict also accepts --checkpoint=WORKDIR/checkpoints/STEP)")
 
 
 class _QuietLibraryInfo(std_logging.Filter):
@@ -61,7 +69,14 @@ def main(argv):
         elif FLAGS.mode == "predict":
             if not FLAGS.input or not FLAGS.output_dir:
                 raise app.UsageError("--mode=predict needs --input and --output_dir")
-            predict.predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, overwrite=FLAGS.overwrite)
+            summary = predict.predict(
+                FLAGS.workdir, FLAGS.input, FLAGS.output_dir, checkpoint=FLAGS.checkpoint,
+                target_groups=FLAGS.target_groups, target_ages=FLAGS.target_ages, gif=FLAGS.gif,
+                overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype)
+            print(f"done: {summary.done}, skipped (outputs exist): {summary.skipped}, "
+                  f"failed: {summary.failed} -> {FLAGS.output_dir}")
+            if not summary.ok:
+                sys.exit(predict.EXIT_SOME_FAILED)
         elif FLAGS.mode == "all":
             print(f"Aging grid of held-out faces: {run_all.run_all(FLAGS.config, FLAGS.workdir)}")
         elif FLAGS.mode == "stats":

@@ -1,96 +1,231 @@
-"""Ages images with the EMA generator of the latest checkpoint in a workdir.
+"""Batch aging: many images -> every requested age, from a checkpoint's EMA generator.
 
-For every input image it writes one PNG per target age group and a labelled
-grid (input + every group). The run's own ``config.json`` decides the image size
-and schedule. Existing outputs are never replaced unless ``overwrite``.
+Inputs are a file, a folder (recursive), a glob, or a text file listing paths. Targets are age
+groups or ages mapped through the checkpoint's schedule. Outputs mirror input names under
+``output_dir``: one PNG per target, a labelled grid, and optionally an animated GIF that
+interpolates the age code between neighbouring groups. Bad inputs never stop the batch: each is
+reported with its reason and the rest are processed. Existing outputs are never overwritten
+unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import glob as glob_lib
 import os
 
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from PIL import Image
+import tqdm
 
-from faceaging import checkpointing, grids, input_pipeline, mesh as mesh_lib, schedules, steps
+from faceaging import checkpointing, grids, image_io, mesh as mesh_lib, schedules, steps
 from faceaging import train, train_state
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+GIF_FRAMES_PER_GROUP = 6
+GIF_FRAME_MS = 90
+EXIT_SOME_FAILED = 2  # process exit code when any input was skipped or failed
 
 
 class PredictError(ValueError):
-    """Bad predict input or workdir."""
+    """Bad arguments or workdir: nothing can be processed."""
 
 
-def list_inputs(path: str) -> list[tuple[str, str]]:
-    """(absolute path, path relative to the input root) of every image under ``path``."""
-    if os.path.isfile(path):
-        return [(os.path.abspath(path), os.path.basename(path))]
-    if not os.path.isdir(path):
-        raise PredictError(f"--input {path!r} is neither an image file nor a folder")
-    found = sorted((os.path.join(root, n), os.path.relpath(os.path.join(root, n), path))
-                   for root, _, names in os.walk(path) for n in names
-                   if n.lower().endswith(IMAGE_SUFFIXES))
-    if not found:
-        raise PredictError(f"--input {path!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return found
+@dataclasses.dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0  # outputs already existed
+    failed: int = 0  # unreadable or unusable inputs
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped == 0 and self.failed == 0
 
 
-def output_paths(output_dir: str, relative: str, labels) -> dict:
-    stem = os.path.join(output_dir, os.path.splitext(relative)[0])
-    return {"groups": [f"{stem}_age_{label}.png" for label in labels], "grid": f"{stem}_grid.png"}
+def list_inputs(spec: str) -> list[tuple[str, str]]:
+    """(path, name relative to the inputs' root) for a file, folder, glob or ``.txt`` list."""
+    if os.path.isdir(spec):
+        root = spec
+        paths = [os.path.join(d, n) for d, _, names in os.walk(spec) for n in names
+                 if n.lower().endswith(IMAGE_SUFFIXES)]
+    elif os.path.isfile(spec) and spec.lower().endswith(".txt"):
+        base = os.path.dirname(os.path.abspath(spec))
+        with open(spec) as f:
+            lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+        paths = [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines]
+        root = None
+    elif os.path.isfile(spec):
+        paths, root = [spec], None
+    else:
+        paths, root = [p for p in glob_lib.glob(spec, recursive=True) if os.path.isfile(p)], None
+    if not paths:
+        raise PredictError(f"--input {spec!r} matches no images (a file, a folder, a glob, or a "
+                           f".txt list of paths; image types {', '.join(IMAGE_SUFFIXES)})")
+    paths = sorted(os.path.abspath(p) for p in paths)
+    if root is None:
+        root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return [(p, os.path.relpath(p, os.path.abspath(root))) for p in paths]
 
 
-def load_ema_generator(workdir: str):
-    """(config, schedule, graphs, EMA params of the aging generator) of the latest checkpoint."""
+def select_targets(schedule: schedules.AgeSchedule, target_groups: str = "all",
+                   target_ages=None) -> list[int]:
+    """Group indices to age to: from ages (mapped by the schedule) or from ``target_groups``."""
+    if target_ages:
+        groups = schedule.group_of([int(a) for a in target_ages])
+        missing = [a for a, g in zip(target_ages, groups) if g < 0]
+        if missing:
+            raise PredictError(f"--target_ages {missing} fall in no group of schedule "
+                               f"{schedule.name!r} ({', '.join(schedule.labels)})")
+        return sorted(set(int(g) for g in groups))
+    if target_groups in ("all", "", None):
+        return list(range(schedule.num_groups))
+    groups = [int(g) for g in str(target_groups).split(",")]
+    bad = [g for g in groups if not 0 <= g < schedule.num_groups]
+    if bad:
+        raise PredictError(f"--target_groups {bad}: the schedule has groups 0..{schedule.num_groups - 1} "
+                           f"({', '.join(schedule.labels)})")
+    return sorted(set(groups))
+
+
+def resolve_checkpoint(workdir: str | None, checkpoint: str | None) -> tuple[str, int | None]:
+    """(workdir, step or None for latest) from ``--workdir`` or ``--checkpoint=WORKDIR/checkpoints/STEP``."""
+    if checkpoint:
+        path = os.path.abspath(checkpoint.rstrip("/"))
+        step_dir, name = os.path.split(path)
+        if not name.isdigit() or os.path.basename(step_dir) != "checkpoints":
+            raise PredictError(f"--checkpoint {checkpoint!r}: expected WORKDIR/checkpoints/STEP")
+        return os.path.dirname(step_dir), int(name)
+    if not workdir:
+        raise PredictError("pass --workdir (latest checkpoint) or --checkpoint=WORKDIR/checkpoints/STEP")
+    return workdir, None
+
+
+def load_ema_generator(workdir: str, step: int | None = None, dtype: str | None = None):
+    """(config, schedule, graphs, EMA params of the aging generator, step) of a checkpoint."""
     config = train.load_config(workdir)
+    if dtype:
+        config.dtype = dtype
     schedule = schedules.get_schedule(config.data.schedule)
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups,
                                                   train_state.make_optimizers(config))
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     manager = checkpointing.make_manager(workdir, read_only=True)
-    state = checkpointing.restore_latest(
-        manager, checkpointing.with_shardings(abstract, train_state.state_shardings(abstract, sharding)))
+    target = checkpointing.with_shardings(abstract, train_state.state_shardings(abstract, sharding))
+    state = checkpointing.restore(manager, target, step=step)
     if state is None:
         raise PredictError(f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}: train first")
     logging.info("Loaded EMA generator of step %d from %s", int(state.step), workdir)
-    return config, schedule, graphs, state.ema_params["aging"]
+    return config, schedule, graphs, state.ema_params["aging"], int(state.step)
 
 
-def predict(workdir: str, input_path: str, output_dir: str, overwrite: bool = False) -> dict:
-    """Ages every image under ``input_path`` to every group; returns {'done', 'failed'} counts."""
-    inputs = list_inputs(input_path)
-    config, schedule, graphs, params = load_ema_generator(workdir)
-    plans = [(src, output_paths(output_dir, rel, schedule.labels)) for src, rel in inputs]
-    existing = [p for _, out in plans for p in [*out["groups"], out["grid"]] if os.path.exists(p)]
-    if existing and not overwrite:
-        raise PredictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]!r}; "
-                           "pass --overwrite to replace them or choose another --output_dir")
-    age_all = jax.jit(steps.make_age_all_groups(graphs, jnp.dtype(config.dtype)))
-    codes = jnp.eye(schedule.num_groups)
-    done = failed = 0
-    for start in range(0, len(plans), config.train.batch_size):
-        chunk, images = [], []
-        for src, out in plans[start:start + config.train.batch_size]:
-            try:
-                with open(src, "rb") as f:
-                    images.append(input_pipeline.decode_image(f.read(), config.image_size))
-                chunk.append(out)
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                logging.error("%s: skipped, not a readable image (%s)", src, e)
-                failed += 1
-        if not images:
-            continue
-        batch = np.stack(images)
-        aged = np.asarray(age_all(params, batch, codes))
-        for i, out in enumerate(chunk):
-            for k, path in enumerate(out["groups"]):
-                grids.save_png(aged[i, k], path)
-            grids.save_png(grids.aging_grid(batch[i:i + 1], aged[i:i + 1], schedule.labels),
-                           out["grid"])
-            done += 1
-    logging.info("Aged %d image(s) into %s; %d failed.", done, output_dir, failed)
-    return {"done": done, "failed": failed}
+def interpolation_codes(num_groups: int, groups: list[int], frames_per_group: int) -> np.ndarray:
+    """Age codes sweeping through ``groups`` in order, mixing neighbours linearly."""
+    eye = np.eye(num_groups, dtype=np.float32)
+    codes = [eye[groups[0]]]
+    for a, b in zip(groups, groups[1:]):
+        for t in np.linspace(0, 1, frames_per_group + 1)[1:]:
+            codes.append((1 - t) * eye[a] + t * eye[b])
+    return np.stack(codes)
+
+
+class Ager:
+    """Ages batches on every device of a data-parallel mesh (batches padded to fit)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, graphs, params):
+        self.mesh = mesh_lib.make_mesh(config)
+        replicated, self.sharding = mesh_lib.replicated(self.mesh), mesh_lib.data_sharded(self.mesh)
+        self.params = jax.device_put(params, replicated)
+        self._fn = jax.jit(steps.make_age_all_groups(graphs, jnp.dtype(config.dtype)),
+                           in_shardings=(replicated, self.sharding, replicated), out_shardings=self.sharding)
+
+    def __call__(self, images: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        n, devices = len(images), self.mesh.size
+        padded = np.concatenate([images, np.repeat(images[:1], -n % devices, axis=0)])
+        return np.asarray(self._fn(self.params, jax.device_put(padded, self.sharding), jnp.asarray(codes)))[:n]
+
+
+def _outputs(output_dir: str, relative: str, labels, gif: bool) -> dict:
+    stem = os.path.join(output_dir, os.path.splitext(relative)[0])
+    out = {"targets": [f"{stem}_age_{label}.png" for label in labels], "grid": f"{stem}_grid.png"}
+    if gif:
+        out["gif"] = f"{stem}_aging.gif"
+    return out
+
+
+def save_gif(frames: np.ndarray, path: str) -> None:
+    """A looping there-and-back GIF of (T, H, W, 3) uint8 frames, written atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    images = [Image.fromarray(f) for f in grids.enlarge(frames)]
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:] + images[-2:0:-1],
+                   duration=GIF_FRAME_MS, loop=0)
+    os.replace(tmp, path)
+
+
+def _load(path: str, size: int):
+    try:
+        return image_io.square_resize(image_io.load_rgb(path), size), None
+    except (image_io.BadImageError, OSError) as e:
+        return None, str(e)
+
+
+def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint: str | None = None,
+            target_groups: str = "all", target_ages=None, gif: bool = False, overwrite: bool = False,
+            batch_size: int | None = None, dtype: str | None = None) -> Summary:
+    """Ages every input to every target; returns the done/skipped/failed counts."""
+    workdir, step = resolve_checkpoint(workdir, checkpoint)
+    inputs = list_inputs(input_spec)
+    config, schedule, graphs, params, _ = load_ema_generator(workdir, step, dtype)
+    groups = select_targets(schedule, target_groups, target_ages)
+    labels = [schedule.labels[g] for g in groups]
+    batch_size = batch_size or config.train.batch_size
+    config.train.batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    ager = Ager(config, graphs, params)
+    codes = np.eye(schedule.num_groups, dtype=np.float32)[groups]
+    gif_codes = interpolation_codes(schedule.num_groups, groups, GIF_FRAMES_PER_GROUP) if gif else None
+
+    summary, todo = Summary(), []
+    for path, relative in inputs:
+        out = _outputs(output_dir, relative, labels, gif)
+        if not overwrite and any(os.path.exists(p) for p in [*out["targets"], out["grid"], out.get("gif", "")]):
+            logging.warning("%s: skipped, outputs exist (pass --overwrite to replace them)", path)
+            summary.skipped += 1
+        else:
+            todo.append((path, out))
+
+    chunks = [todo[i:i + config.train.batch_size] for i in range(0, len(todo), config.train.batch_size)]
+    with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool, \
+            tqdm.tqdm(total=len(todo), unit="img", desc="aging") as bar:
+        # Decoding of the next chunk overlaps with device work on the current one.
+        pending = [pool.map(lambda p: _load(p[0], config.image_size), chunk) for chunk in chunks[:1]]
+        for i, chunk in enumerate(chunks):
+            loaded = list(pending.pop(0))
+            if i + 1 < len(chunks):
+                pending.append(pool.map(lambda p: _load(p[0], config.image_size), chunks[i + 1]))
+            good = []
+            for (path, out), (image, error) in zip(chunk, loaded):
+                if error:
+                    logging.error("%s: failed, %s", path, error)
+                    summary.failed += 1
+                else:
+                    good.append((out, image))
+            if good:
+                images = np.stack([image for _, image in good])
+                aged = ager(images, codes)
+                frames = ager(images, gif_codes) if gif else None
+                for j, (out, image) in enumerate(good):
+                    for k, target_path in enumerate(out["targets"]):
+                        grids.save_png(aged[j, k], target_path)
+                    grids.save_png(grids.aging_grid(image[None], aged[j:j + 1], labels), out["grid"])
+                    if gif:
+                        save_gif(frames[j], out["gif"])
+                    summary.done += 1
+            bar.update(len(chunk))
+    logging.info("Aging summary: %d done, %d skipped (outputs existed), %d failed; outputs in %s",
+                 summary.done, summary.skipped, summary.failed, output_dir)
+    return summary

@@ -25,7 +25,7 @@ def held_out_faces(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
 def run_all(config: ml_collections.ConfigDict, workdir: str, count: int = 8) -> str:
     """Trains (resuming if possible), ages ``count`` held-out faces to every group; returns the grid path."""
     train.train_and_evaluate(config, workdir)
-    config, schedule, graphs, params = predict.load_ema_generator(workdir)
+    config, schedule, graphs, params, _ = predict.load_ema_generator(workdir)
     faces = held_out_faces(config, count)
     age_all = jax.jit(steps.make_age_all_groups(graphs, jnp.dtype(config.dtype)))
     aged = np.asarray(age_all(params, faces, jnp.eye(schedule.num_groups)))

@@ -89,7 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     shardings = train_state.state_shardings(abstract, replicated)
     os.makedirs(workdir, exist_ok=True)
     manager = checkpointing.make_manager(workdir, config)
-    state = checkpointing.restore_latest(
+    state = checkpointing.restore(
         manager, checkpointing.with_shardings(abstract, shardings), iterator)
     if state is None:
         state = train_state.create_train_state(config, schedule.num_groups, optimizers, shardings)

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from faceaging import dataset_reports, run_all
+from faceaging import dataset_reports, run_all, schedules
 from test_synthfaces import _load_synth_config
 
 
@@ -38,3 +38,9 @@ def test_mode_all_trains_and_ages_held_out_faces(tmp_path):
     cell = 96  # 32px faces are enlarged 3x for legibility
     assert grid.shape[1] == (groups + 1) * (cell + 2) + 2  # input column + one per group
     assert grid.shape[0] > 3 * (cell + 2)
+
+
+def test_stats_work_for_utkface(tiny_config):
+    stats = dataset_reports.label_counts(tiny_config)
+    assert sum(s["images"] for s in stats.values()) == 96  # the malformed files are not counted
+    assert tuple(stats["train"]["age_group"]) == schedules.get_schedule("utk14").labels

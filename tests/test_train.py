@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from faceaging import checkpointing, mesh as mesh_lib, predict, steps, train, train_state
+from faceaging import checkpointing, mesh as mesh_lib, steps, train, train_state
 
 GROUPS = 14
 
@@ -67,7 +67,7 @@ def shorten(config, steps=6):
     return config
 
 
-def test_train_resumes_exactly_and_predicts(tiny_config, tmp_path):
+def test_train_resumes_exactly(tiny_config, tmp_path):
     tiny_config = shorten(tiny_config)
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
     full = train.train_and_evaluate(tiny_config, full_dir)
@@ -84,20 +84,3 @@ def test_train_resumes_exactly_and_predicts(tiny_config, tmp_path):
     assert int(resumed.step) == 6
     for a, b in zip(jax.tree.leaves(jax.device_get(full)), jax.tree.leaves(jax.device_get(resumed))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-    # Predict from that workdir: every group + a grid per image; a corrupt file is skipped.
-    images = tmp_path / "inputs"
-    (images / "nested").mkdir(parents=True)
-    sample = sorted(glob.glob(os.path.join(tiny_config.data.manual_dir, "UTKFace", "1*.jpg")))[:2]
-    for i, path in enumerate(sample):
-        (images / ("nested" if i else "") / f"face{i}.jpg").write_bytes(open(path, "rb").read())
-    (images / "broken.jpg").write_bytes(b"not a jpeg")
-    out = tmp_path / "out"
-    summary = predict.predict(full_dir, str(images), str(out))
-    assert summary == {"done": 2, "failed": 1}
-    written = sorted(os.path.relpath(p, out) for p in glob.glob(str(out / "**" / "*.png"), recursive=True))
-    assert len(written) == 2 * (GROUPS + 1)
-    assert "face0_grid.png" in written and "nested/face1_age_101+.png" in written
-    with pytest.raises(predict.PredictError, match="already exist"):
-        predict.predict(full_dir, str(images), str(out))
-    assert predict.predict(full_dir, str(images), str(out), overwrite=True)["done"] == 2

@@ -1,0 +1,112 @@
+import glob
+import io
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from faceaging import image_io, predict, schedules, train
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory, utk_dirs):
+    from faceaging import config as config_lib
+    config = config_lib.tiny(config_lib.base_config())
+    config.data.manual_dir, config.data.data_dir = utk_dirs
+    config.mesh.num_devices = 1
+    config.train.steps = config.train.checkpoint_every = 2
+    workdir = str(tmp_path_factory.mktemp("predict") / "run")
+    train.train_and_evaluate(config, workdir)
+    return workdir
+
+
+def face(size=(64, 64), seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+
+
+def write_mixed_folder(root):
+    """7 usable images in assorted formats and 6 broken ones, some in a subfolder."""
+    (root / "sub").mkdir(parents=True)
+    face(seed=1).save(root / "rgb.jpg")
+    face(seed=2).save(root / "sub" / "rgb.png")
+    face(seed=3).convert("L").save(root / "gray.png")
+    face(seed=4).convert("CMYK").save(root / "cmyk.jpg")
+    rgba = face(seed=5).convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(root / "rgba.png")
+    Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)).save(root / "deep16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    face((80, 48), seed=6).save(root / "sub" / "exif_rotated.jpg", exif=exif)
+    jpeg = io.BytesIO()
+    face(seed=7).save(jpeg, format="JPEG")
+    (root / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(500))
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.png").write_text("this is not an image")
+    face((8, 8)).save(root / "tiny.png")
+    face((300, 300)).save(root / "huge.png")
+
+
+def test_load_rgb_handles_modes_rotation_and_refusals(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 200 * 200)
+    write_mixed_folder(tmp_path)
+    assert image_io.load_rgb(str(tmp_path / "sub" / "exif_rotated.jpg")).shape == (80, 48, 3)
+    deep = image_io.load_rgb(str(tmp_path / "deep16.png"))
+    assert deep.dtype == np.uint8 and deep.max() > 200  # 16-bit range mapped onto 8 bits
+    assert np.all(image_io.load_rgb(str(tmp_path / "rgba.png")) >= 127)  # laid on white
+    for name, reason in [("truncated.jpg", "truncated"), ("corrupt.jpg", "not an image|corrupt"),
+                         ("empty.png", "empty"), ("notes.png", "not an image"),
+                         ("tiny.png", "too small"), ("huge.png", "too large")]:
+        with pytest.raises(image_io.BadImageError, match=reason):
+            image_io.load_rgb(str(tmp_path / name))
+
+
+def test_batch_aging_of_a_mixed_folder(trained_workdir, tmp_path, monkeypatch):
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 200 * 200)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    write_mixed_folder(inputs)
+    summary = predict.predict(trained_workdir, str(inputs), str(out), target_ages=["3", "30", "70"], gif=True)
+    assert (summary.done, summary.skipped, summary.failed) == (7, 0, 6)
+    labels = [schedules.get_schedule("utk14").labels[g] for g in (0, 5, 9)]
+    for stem in ("rgb", "sub/rgb", "gray", "cmyk", "rgba", "deep16", "sub/exif_rotated"):
+        for label in labels:
+            assert Image.open(out / f"{stem}_age_{label}.png").size == (32, 32)
+        assert (out / f"{stem}_grid.png").exists()
+        assert Image.open(out / f"{stem}_aging.gif").size == (96, 96)  # enlarged for viewing
+    # Existing outputs are skipped, not overwritten, unless asked.
+    before = os.path.getmtime(out / "rgb_grid.png")
+    again = predict.predict(trained_workdir, str(inputs / "*.jpg"), str(out), target_ages=["3", "30", "70"], gif=True)
+    assert (again.done, again.skipped, again.failed) == (0, 2, 2)  # rgb, cmyk exist; broken still fail
+    assert os.path.getmtime(out / "rgb_grid.png") == before
+    assert predict.predict(trained_workdir, str(inputs / "rgb.jpg"), str(out), target_groups="0,13",
+                           overwrite=True).done == 1
+
+
+def test_gif_goes_there_and_back(tmp_path):
+    frames = np.stack([np.full((32, 32, 3), 20 * i, np.uint8) for i in range(5)])
+    predict.save_gif(frames, str(tmp_path / "a.gif"))
+    gif = Image.open(tmp_path / "a.gif")
+    assert gif.n_frames == 8 and gif.size == (96, 96)  # 0..4 then 3..1
+
+
+def test_inputs_from_a_list_file_and_targets(trained_workdir, tmp_path):
+    face(seed=1).save(tmp_path / "a.jpg")
+    (tmp_path / "b").mkdir()
+    face(seed=2).save(tmp_path / "b" / "c.jpg")
+    (tmp_path / "list.txt").write_text("# faces\na.jpg\n\nb/c.jpg\n")
+    assert [rel for _, rel in predict.list_inputs(str(tmp_path / "list.txt"))] == ["a.jpg", "b/c.jpg"]
+    schedule = schedules.get_schedule("utk14")
+    assert predict.select_targets(schedule, target_ages=["5", "30", "33", "120"]) == [0, 5, 6, 13]
+    with pytest.raises(predict.PredictError, match="fall in no group"):
+        predict.select_targets(schedules.get_schedule("lats6"), target_ages=["12"])
+    with pytest.raises(predict.PredictError, match="groups 0..13"):
+        predict.select_targets(schedule, target_groups="0,14")
+    with pytest.raises(predict.PredictError, match="matches no images"):
+        predict.list_inputs(str(tmp_path / "*.webp"))
+    step_dir = glob.glob(os.path.join(trained_workdir, "checkpoints", "*"))[0]
+    assert predict.resolve_checkpoint(None, step_dir) == (trained_workdir, 2)
+    codes = predict.interpolation_codes(14, [0, 5], 4)
+    assert codes.shape == (5, 14) and np.allclose(codes.sum(1), 1) and codes[2, 0] == pytest.approx(0.5)
