@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 MIN_SIDE = 16  # pixels; smaller images hold no usable face
-MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs)
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (~89 megapixels)
 
 
 class BadImageError(ValueError):
