@@ -18,7 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from faceaging import dataset_reports, grids, predict, run_all, train
+from faceaging import align, dataset_reports, grids, predict, run_all, train
 from faceaging.datasets import utkface
 
 FLAGS = flags.FLAGS
@@ -36,6 +36,8 @@ flags.DEFINE_bool("gif", False, "predict: also write an animated progression thr
 flags.DEFINE_integer("batch_size", None, "predict: images per batch (default: the run's batch size).")
 flags.DEFINE_string("dtype", None, "predict: compute dtype, e.g. bfloat16 (default: the run's).")
 flags.DEFINE_bool("overwrite", False, "predict: replace existing output files.")
+flags.DEFINE_bool("aligned", False, "predict: inputs are aligned face crops; skip face detection.")
+flags.DEFINE_bool("paste_back", False, "predict: also write each aged face blended into the photo.")
 flags.DEFINE_integer("sheet_identities", 8, "contact_sheet: number of identities (rows).")
 flags.DEFINE_list("sheet_ages", ["2", "8", "15", "25", "35", "45", "55", "65", "75", "85", "95"],
                   "contact_sheet: ages (columns).")
@@ -72,7 +74,8 @@ def main(argv):
             summary = predict.predict(
                 FLAGS.workdir, FLAGS.input, FLAGS.output_dir, checkpoint=FLAGS.checkpoint,
                 target_groups=FLAGS.target_groups, target_ages=FLAGS.target_ages, gif=FLAGS.gif,
-                overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype)
+                overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
+                aligned=FLAGS.aligned, paste_back=FLAGS.paste_back)
             print(f"done: {summary.done}, skipped (outputs exist): {summary.skipped}, "
                   f"failed: {summary.failed} -> {FLAGS.output_dir}")
             if not summary.ok:
@@ -93,7 +96,8 @@ def main(argv):
             grids.save_png(dataset_reports.contact_sheet(s.seed, FLAGS.sheet_identities,
                                                          [int(a) for a in FLAGS.sheet_ages]), path)
             print(f"Contact sheet: {path}")
-    except (utkface.DataNotFoundError, predict.PredictError, FileNotFoundError) as e:
+    except (utkface.DataNotFoundError, predict.PredictError, align.AlignmentUnavailable,
+            FileNotFoundError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import glob as glob_lib
 import os
+import threading
 
 from absl import logging
 import jax
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from faceaging import checkpointing, grids, image_io, mesh as mesh_lib, schedules, steps
+from faceaging import align, checkpointing, grids, image_io, mesh as mesh_lib, schedules, steps
 from faceaging import train, train_state
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -149,11 +150,12 @@ class Ager:
         return np.asarray(self._fn(self.params, jax.device_put(padded, self.sharding), jnp.asarray(codes)))[:n]
 
 
-def _outputs(output_dir: str, relative: str, labels, gif: bool) -> dict:
+def _outputs(output_dir: str, relative: str, labels, gif: bool, paste_back: bool) -> dict:
     stem = os.path.join(output_dir, os.path.splitext(relative)[0])
-    out = {"targets": [f"{stem}_age_{label}.png" for label in labels], "grid": f"{stem}_grid.png"}
-    if gif:
-        out["gif"] = f"{stem}_aging.gif"
+    out = {"targets": [f"{stem}_age_{label}.png" for label in labels], "grid": f"{stem}_grid.png",
+           "gif": f"{stem}_aging.gif" if gif else None,
+           "photos": [f"{stem}_photo_age_{label}.png" for label in labels] if paste_back else []}
+    out["all"] = [*out["targets"], out["grid"], *out["photos"], *([out["gif"]] if gif else [])]
     return out
 
 
@@ -167,32 +169,57 @@ def save_gif(frames: np.ndarray, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _load(path: str, size: int):
-    try:
-        return image_io.square_resize(image_io.load_rgb(path), size), None
-    except (image_io.BadImageError, OSError) as e:
-        return None, str(e)
+class Loader:
+    """Reads an input and returns (face crop, photo, photo->crop map) or an error string.
+
+    Without an aligner the input is taken as an aligned crop; with one, the most confident face
+    is detected and aligned by the eyes (detector calls are serialised; decoding is parallel).
+    """
+
+    def __init__(self, size: int, aligner: align.FaceAligner | None):
+        self.size, self.aligner, self._lock = size, aligner, threading.Lock()
+
+    def __call__(self, path: str):
+        try:
+            rgb = image_io.load_rgb(path)
+            if self.aligner is None:
+                return (image_io.square_resize(rgb, self.size), None, None), None
+            with self._lock:
+                face = self.aligner.align(rgb, self.size)
+            return (face.crop, rgb, face.to_crop), None
+        except (image_io.BadImageError, align.NoFaceError, OSError) as e:
+            return None, str(e)
 
 
 def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint: str | None = None,
             target_groups: str = "all", target_ages=None, gif: bool = False, overwrite: bool = False,
-            batch_size: int | None = None, dtype: str | None = None) -> Summary:
-    """Ages every input to every target; returns the done/skipped/failed counts."""
+            batch_size: int | None = None, dtype: str | None = None, aligned: bool = False,
+            paste_back: bool = False) -> Summary:
+    """Ages every input to every target; returns the done/skipped/failed counts.
+
+    Unless ``aligned``, faces are detected and aligned first (needs ``faceaging[align]``);
+    ``paste_back`` also writes each aged face blended into the original photo.
+    """
+    if aligned and paste_back:
+        raise PredictError("--paste_back needs detection: drop --aligned")
+    aligner = None if aligned else align.FaceAligner()
     workdir, step = resolve_checkpoint(workdir, checkpoint)
     inputs = list_inputs(input_spec)
     config, schedule, graphs, params, _ = load_ema_generator(workdir, step, dtype)
     groups = select_targets(schedule, target_groups, target_ages)
     labels = [schedule.labels[g] for g in groups]
     batch_size = batch_size or config.train.batch_size
-    config.train.batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    devices = jax.device_count() if config.mesh.num_devices == -1 else config.mesh.num_devices
+    config.train.batch_size = -(-batch_size // devices) * devices  # the mesh splits it evenly
     ager = Ager(config, graphs, params)
     codes = np.eye(schedule.num_groups, dtype=np.float32)[groups]
     gif_codes = interpolation_codes(schedule.num_groups, groups, GIF_FRAMES_PER_GROUP) if gif else None
 
+    load = Loader(config.image_size, aligner)
     summary, todo = Summary(), []
     for path, relative in inputs:
-        out = _outputs(output_dir, relative, labels, gif)
-        if not overwrite and any(os.path.exists(p) for p in [*out["targets"], out["grid"], out.get("gif", "")]):
+        out = _outputs(output_dir, relative, labels, gif, paste_back)
+        if not overwrite and any(os.path.exists(p) for p in out["all"]):
             logging.warning("%s: skipped, outputs exist (pass --overwrite to replace them)", path)
             summary.skipped += 1
         else:
@@ -202,26 +229,28 @@ def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint
     with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool, \
             tqdm.tqdm(total=len(todo), unit="img", desc="aging") as bar:
         # Decoding of the next chunk overlaps with device work on the current one.
-        pending = [pool.map(lambda p: _load(p[0], config.image_size), chunk) for chunk in chunks[:1]]
+        pending = [pool.map(lambda p: load(p[0]), chunk) for chunk in chunks[:1]]
         for i, chunk in enumerate(chunks):
             loaded = list(pending.pop(0))
             if i + 1 < len(chunks):
-                pending.append(pool.map(lambda p: _load(p[0], config.image_size), chunks[i + 1]))
+                pending.append(pool.map(lambda p: load(p[0]), chunks[i + 1]))
             good = []
-            for (path, out), (image, error) in zip(chunk, loaded):
+            for (path, out), (face, error) in zip(chunk, loaded):
                 if error:
                     logging.error("%s: failed, %s", path, error)
                     summary.failed += 1
                 else:
-                    good.append((out, image))
+                    good.append((out, face))
             if good:
-                images = np.stack([image for _, image in good])
+                images = np.stack([crop for _, (crop, _, _) in good])
                 aged = ager(images, codes)
                 frames = ager(images, gif_codes) if gif else None
-                for j, (out, image) in enumerate(good):
+                for j, (out, (crop, photo, to_crop)) in enumerate(good):
                     for k, target_path in enumerate(out["targets"]):
                         grids.save_png(aged[j, k], target_path)
-                    grids.save_png(grids.aging_grid(image[None], aged[j:j + 1], labels), out["grid"])
+                    for k, photo_path in enumerate(out["photos"]):
+                        grids.save_png(align.paste_back(photo, aged[j, k], to_crop), photo_path)
+                    grids.save_png(grids.aging_grid(crop[None], aged[j:j + 1], labels), out["grid"])
                     if gif:
                         save_gif(frames[j], out["gif"])
                     summary.done += 1

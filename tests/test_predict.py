@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from faceaging import image_io, predict, schedules, train
+from faceaging import align, image_io, predict, schedules, train
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def test_batch_aging_of_a_mixed_folder(trained_workdir, tmp_path, monkeypatch):
     monkeypatch.setattr(image_io, "MAX_PIXELS", 200 * 200)
     inputs, out = tmp_path / "in", tmp_path / "out"
     write_mixed_folder(inputs)
-    summary = predict.predict(trained_workdir, str(inputs), str(out), target_ages=["3", "30", "70"], gif=True)
+    summary = predict.predict(trained_workdir, str(inputs), str(out), target_ages=["3", "30", "70"], gif=True,
+                              aligned=True)
     assert (summary.done, summary.skipped, summary.failed) == (7, 0, 6)
     labels = [schedules.get_schedule("utk14").labels[g] for g in (0, 5, 9)]
     for stem in ("rgb", "sub/rgb", "gray", "cmyk", "rgba", "deep16", "sub/exif_rotated"):
@@ -78,11 +79,12 @@ def test_batch_aging_of_a_mixed_folder(trained_workdir, tmp_path, monkeypatch):
         assert Image.open(out / f"{stem}_aging.gif").size == (96, 96)  # enlarged for viewing
     # Existing outputs are skipped, not overwritten, unless asked.
     before = os.path.getmtime(out / "rgb_grid.png")
-    again = predict.predict(trained_workdir, str(inputs / "*.jpg"), str(out), target_ages=["3", "30", "70"], gif=True)
+    again = predict.predict(trained_workdir, str(inputs / "*.jpg"), str(out), target_ages=["3", "30", "70"],
+                            gif=True, aligned=True)
     assert (again.done, again.skipped, again.failed) == (0, 2, 2)  # rgb, cmyk exist; broken still fail
     assert os.path.getmtime(out / "rgb_grid.png") == before
     assert predict.predict(trained_workdir, str(inputs / "rgb.jpg"), str(out), target_groups="0,13",
-                           overwrite=True).done == 1
+                           overwrite=True, aligned=True).done == 1
 
 
 def test_gif_goes_there_and_back(tmp_path):
@@ -110,3 +112,45 @@ def test_inputs_from_a_list_file_and_targets(trained_workdir, tmp_path):
     assert predict.resolve_checkpoint(None, step_dir) == (trained_workdir, 2)
     codes = predict.interpolation_codes(14, [0, 5], 4)
     assert codes.shape == (5, 14) and np.allclose(codes.sum(1), 1) and codes[2, 0] == pytest.approx(0.5)
+
+
+def test_detection_alignment_and_paste_back_on_a_real_photo(trained_workdir, tmp_path):
+    pytest.importorskip("dlib")
+    astronaut = pytest.importorskip("skimage.data").astronaut()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(astronaut).save(inputs / "astronaut.png")
+    face((300, 200), seed=9).save(inputs / "no_face.png")
+    aligner = align.FaceAligner()
+    left, right = aligner.eyes(astronaut)
+    assert 180 < left[0] < 225 and 225 < right[0] < 270 and 90 < left[1] < 115  # her eyes
+    # Re-detecting the eyes in the aligned crop finds them where the framing puts them.
+    crop = aligner.align(astronaut, 200).crop
+    left, right = aligner.eyes(crop)
+    np.testing.assert_allclose(left, np.array(align.LEFT_EYE) * 200, atol=4)
+    np.testing.assert_allclose(right, np.array(align.RIGHT_EYE) * 200, atol=4)
+
+    out = tmp_path / "out"
+    summary = predict.predict(trained_workdir, str(inputs), str(out), target_groups="0,13", paste_back=True)
+    assert (summary.done, summary.failed) == (1, 1)  # the noise image has no face
+    pasted = np.asarray(Image.open(out / "astronaut_photo_age_101+.png"))
+    assert pasted.shape == astronaut.shape
+    changed = np.abs(pasted.astype(int) - astronaut).max(axis=-1) > 0
+    rows, cols = np.nonzero(changed)
+    # Only pixels inside the aligned crop's footprint in the photo may change.
+    to_crop = aligner.align(astronaut, 32).to_crop
+    corners = np.linalg.inv(to_crop) @ np.array([[0, 0, 1], [32, 0, 1], [0, 32, 1], [32, 32, 1]]).T
+    assert changed.sum() > 1000
+    assert corners[0].min() - 1 <= cols.min() and cols.max() <= corners[0].max() + 1
+    assert corners[1].min() - 1 <= rows.min() and rows.max() <= corners[1].max() + 1
+    assert not changed[300:].any()  # the suit and the rest of the photo are untouched
+
+
+def test_detection_needs_the_extra_or_aligned(trained_workdir, tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (
+        (_ for _ in ()).throw(ImportError(name)) if name == "dlib" else real_import(name, *a, **k)))
+    face().save(tmp_path / "a.jpg")
+    with pytest.raises(align.AlignmentUnavailable, match=r"faceaging\[align\].*--aligned"):
+        predict.predict(trained_workdir, str(tmp_path / "a.jpg"), str(tmp_path / "out"))
