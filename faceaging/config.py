@@ -54,6 +54,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.num_devices = -1  # data-parallel devices; -1 uses every device
 
+    c.estimator = ml_collections.ConfigDict()  # independent age estimator for evaluation
+    c.estimator.channels = (32, 64, 128, 128)
+    c.estimator.steps = 2000
+    c.estimator.batch_size = 64
+    c.estimator.learning_rate = 1e-3
+    c.estimator.label_sigma = 3.0  # years: Gaussian smoothing of the age labels
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_images = 128  # validation images evaluated
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global, across all devices and processes
     c.train.steps = 100_000
@@ -77,4 +87,6 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.optim.update(dict(g_learning_rate=5e-4, d_learning_rate=5e-4, ema_decay=0.99))
     c.data.num_sample_images = 4
     c.train.update(dict(batch_size=8, steps=20, log_every=5, sample_every=10, checkpoint_every=10))
+    c.estimator.update(dict(channels=(8, 16), steps=20, batch_size=8))
+    c.eval.num_images = 8
     return c

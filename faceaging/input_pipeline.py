@@ -38,8 +38,12 @@ class GroupedSource(grain.RandomAccessDataSource):
     def __repr__(self) -> str:  # stable: grain stores it in the iterator state
         return f"GroupedSource(records={len(self._indices)}, dropped={self.num_dropped})"
 
+    def record(self, index: int) -> dict:
+        """The underlying TFDS record (image bytes, labels, file name)."""
+        return self._source[int(self._indices[index])]
+
     def __getitem__(self, index: int) -> dict:
-        record = self._source[int(self._indices[index])]
+        record = self.record(index)
         return {"image": record["image"], "age": np.int32(record["age"]),
                 "source": self.groups[index]}
 

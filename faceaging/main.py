@@ -18,15 +18,15 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from faceaging import align, dataset_reports, grids, predict, run_all, train
+from faceaging import age_estimator, align, dataset_reports, evaluate, grids, predict, run_all, train
 from faceaging.datasets import utkface
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (e.g. configs/utk.py:tiny).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and event files.")
-flags.DEFINE_enum("mode", "train", ["train", "predict", "all", "stats", "contact_sheet"],
-                  "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "predict", "all", "stats", "contact_sheet",
+                                    "train_estimator", "eval"], "What to run.")
 flags.DEFINE_string("input", None, "predict: an image, a folder (recursive), a glob, or a .txt list of paths.")
 flags.DEFINE_string("output_dir", None, "predict: where aged images, grids and GIFs go.")
 flags.DEFINE_string("checkpoint", None, "predict: WORKDIR/checkpoints/STEP (default: latest in --workdir).")
@@ -63,7 +63,7 @@ def main(argv):
         jax.distributed.initialize()
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                  jax.devices())
-    if FLAGS.mode != "predict" and FLAGS.config is None:
+    if FLAGS.mode not in ("predict", "eval") and FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config")
     try:
         if FLAGS.mode == "train":
@@ -80,6 +80,12 @@ def main(argv):
                   f"failed: {summary.failed} -> {FLAGS.output_dir}")
             if not summary.ok:
                 sys.exit(predict.EXIT_SOME_FAILED)
+        elif FLAGS.mode == "train_estimator":
+            print(json.dumps(age_estimator.train_estimator(FLAGS.config, FLAGS.workdir), indent=2))
+        elif FLAGS.mode == "eval":
+            report = evaluate.evaluate(FLAGS.workdir)
+            print(json.dumps(report["mean"], indent=2))
+            print(f"Report: {os.path.join(FLAGS.workdir, 'eval', str(report['step']) + '.md')}")
         elif FLAGS.mode == "all":
             print(f"Aging grid of held-out faces: {run_all.run_all(FLAGS.config, FLAGS.workdir)}")
         elif FLAGS.mode == "stats":

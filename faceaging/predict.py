@@ -106,8 +106,10 @@ def resolve_checkpoint(workdir: str | None, checkpoint: str | None) -> tuple[str
     return workdir, None
 
 
-def load_ema_generator(workdir: str, step: int | None = None, dtype: str | None = None):
-    """(config, schedule, graphs, EMA params of the aging generator, step) of a checkpoint."""
+def load_ema_generator(workdir: str, step: int | None = None, dtype: str | None = None,
+                       all_generators: bool = False):
+    """(config, schedule, graphs, EMA params, step) of a checkpoint: the aging generator's params,
+    or with ``all_generators`` the dict of both generators' params."""
     config = train.load_config(workdir)
     if dtype:
         config.dtype = dtype
@@ -121,7 +123,8 @@ def load_ema_generator(workdir: str, step: int | None = None, dtype: str | None 
     if state is None:
         raise PredictError(f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}: train first")
     logging.info("Loaded EMA generator of step %d from %s", int(state.step), workdir)
-    return config, schedule, graphs, state.ema_params["aging"], int(state.step)
+    params = state.ema_params if all_generators else state.ema_params["aging"]
+    return config, schedule, graphs, params, int(state.step)
 
 
 def interpolation_codes(num_groups: int, groups: list[int], frames_per_group: int) -> np.ndarray:

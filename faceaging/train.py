@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from faceaging import checkpointing, datasets, grids, input_pipeline, mesh as mesh_lib, schedules
+from faceaging import checkpointing, config as config_lib, datasets, grids, input_pipeline
+from faceaging import mesh as mesh_lib, schedules
 from faceaging import steps, train_state, writer as writer_lib
 
 
@@ -35,12 +36,15 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in ``workdir`` was trained with."""
+    """The config a run in ``workdir`` was trained with (fields added since take their defaults)."""
     path = config_path(workdir)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: {workdir!r} holds no faceaging training run")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        saved = json.load(f)
+    config = config_lib.base_config()
+    config.update(saved)
+    return config
 
 
 @contextlib.contextmanager

@@ -1,0 +1,57 @@
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from PIL import Image
+
+from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pipeline, schedules, train
+from faceaging.datasets import synthfaces
+from test_reports_and_run_all import synth_tiny
+
+
+def test_image_metrics():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    noisy = np.clip(a.astype(int) + rng.integers(-10, 11, a.shape), 0, 255).astype(np.uint8)
+    np.testing.assert_allclose(image_metrics.l1(a, a), 0)
+    np.testing.assert_allclose(image_metrics.ssim(a, a), 1, atol=1e-5)
+    assert np.all(image_metrics.ssim(a, noisy) < 1) and np.all(image_metrics.ssim(a, 255 - a) < 0)
+    assert np.all(image_metrics.psnr(a, noisy) > 25) and np.all(image_metrics.psnr(a, 255 - a) < 10)
+    np.testing.assert_allclose(image_metrics.l1(np.zeros_like(a), np.full_like(a, 10)), 10, rtol=1e-5)
+
+
+def test_soft_labels_peak_at_the_age():
+    labels = age_estimator.soft_labels(jnp.array([0, 40, 130]), 3.0)
+    np.testing.assert_allclose(labels.sum(axis=1), 1, rtol=1e-5)
+    assert list(np.argmax(labels, axis=1)) == [0, 40, age_estimator.MAX_AGE]
+
+
+def test_estimator_and_eval_on_synthfaces(tmp_path):
+    config = synth_tiny(tmp_path)
+    config.train.steps = 4
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir)
+    real = age_estimator.train_estimator(config, workdir)
+    assert set(real) == {"estimator_mae_real", "estimator_accuracy_real", "num_images"}
+    assert 0 <= real["estimator_accuracy_real"] <= 1 and real["estimator_mae_real"] >= 0
+
+    report = evaluate.evaluate(workdir)
+    assert report["step"] == 4 and len(report["groups"]) == 6
+    for row in report["groups"].values():
+        assert 0 <= row["age_group_accuracy"] <= 1 and row["cycle_psnr"] > 0
+        assert row["gt_l1"] > 0 and row["gt_l1_baseline_input"] >= 0 and row["gt_l1_baseline_mean"] > 0
+    # The ground-truth path finds each file's identity: re-rendered at its own age, it is the input.
+    builder = datasets.prepare(config)
+    source = input_pipeline.open_split(builder, report["split"], schedules.get_schedule(config.data.schedule))
+    for i in range(3):
+        record = source.record(i)
+        identity = synthfaces.make_identity(0, evaluate._identity_of(record["file_name"]))
+        rendered = np.asarray(Image.fromarray(synthfaces.render(identity, int(record["age"]))).resize((32, 32), Image.BICUBIC))
+        decoded = input_pipeline.decode_image(record["image"], 32)
+        assert image_metrics.l1(decoded[None], rendered[None])[0] < 6
+    saved = json.load(open(os.path.join(workdir, "eval", "4.json")))
+    assert saved["mean"] == report["mean"]
+    table = open(os.path.join(workdir, "eval", "4.md")).read()
+    assert "| 70+ |" in table and "gt_l1_baseline_mean" in table
