@@ -23,11 +23,13 @@ from faceaging import datasets, input_pipeline, schedules, steps
 MAX_AGE = 100
 
 
-class AgeEstimator(nnx.Module):
-    def __init__(self, channels, *, rngs: nnx.Rngs):
+class ConvNet(nnx.Module):
+    """Strided 3x3 convolutions, global average pool, one linear head: images -> logits."""
+
+    def __init__(self, channels, outputs: int, *, rngs: nnx.Rngs):
         chans = [3, *channels]
         self.convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=2, rngs=rngs) for i, o in zip(chans[:-1], chans[1:])])
-        self.head = nnx.Linear(chans[-1], MAX_AGE + 1, rngs=rngs)
+        self.head = nnx.Linear(chans[-1], outputs, rngs=rngs)
 
     def __call__(self, images):
         h = images
@@ -64,7 +66,7 @@ def train_estimator(config: ml_collections.ConfigDict, workdir: str) -> dict:
     loader_config.train.batch_size = e.batch_size
     source = input_pipeline.open_split(builder, "train", schedule)
     iterator = iter(input_pipeline.make_train_loader(loader_config, source, schedule.num_groups))
-    model = AgeEstimator(e.channels, rngs=nnx.Rngs(config.seed))
+    model = ConvNet(e.channels, MAX_AGE + 1, rngs=nnx.Rngs(config.seed))
     graph, params = nnx.split(model)
     optimizer = optax.adamw(e.learning_rate)
     opt_state = optimizer.init(params)
@@ -83,10 +85,7 @@ def train_estimator(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params, opt_state, loss = train_step(params, opt_state, batch["image"], batch["age"])
         if step % max(1, e.steps // 10) == 0:
             logging.info("age estimator step %d/%d: loss %.4f", step, e.steps, float(loss))
-    path = os.path.join(estimator_dir(workdir), str(e.steps))
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(path, params, force=True)
-    checkpointer.wait_until_finished()
+    save_params(estimator_dir(workdir), e.steps, params)
     metrics = validate(config, builder, schedule, graph, params)
     logging.info("age estimator on real validation images: %s", metrics)
     return metrics
@@ -104,12 +103,24 @@ def validate(config, builder, schedule, graph, params) -> dict:
             "num_images": int(len(ages))}
 
 
-def load_estimator(config: ml_collections.ConfigDict, workdir: str):
-    """(graph, params) of the latest estimator saved in ``workdir``."""
-    root = estimator_dir(workdir)
+def save_params(root: str, step: int, params) -> None:
+    """Saves a network's parameters as an Orbax checkpoint ``root/step``."""
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(root, str(step)), params, force=True)
+    checkpointer.wait_until_finished()
+
+
+def load_params(root: str, make_model, what: str, mode: str):
+    """(graph, params) of the latest checkpoint under ``root`` of the model ``make_model()`` builds."""
     saved = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
     if not saved:
-        raise FileNotFoundError(f"no age estimator in {root}: run --mode=train_estimator first")
-    graph, abstract = nnx.split(nnx.eval_shape(lambda: AgeEstimator(config.estimator.channels, rngs=nnx.Rngs(0))))
-    params = ocp.StandardCheckpointer().restore(os.path.join(root, str(saved[-1])), abstract)
-    return graph, params
+        raise FileNotFoundError(f"no {what} in {root}: run --mode={mode} first")
+    graph, abstract = nnx.split(nnx.eval_shape(make_model))
+    return graph, ocp.StandardCheckpointer().restore(os.path.join(root, str(saved[-1])), abstract)
+
+
+def load_estimator(config: ml_collections.ConfigDict, workdir: str):
+    """(graph, params) of the latest estimator saved in ``workdir``."""
+    return load_params(estimator_dir(workdir),
+                       lambda: ConvNet(config.estimator.channels, MAX_AGE + 1, rngs=nnx.Rngs(0)),
+                       "age estimator", "train_estimator")

@@ -20,20 +20,15 @@ import numpy as np
 from PIL import Image
 
 from faceaging import age_estimator, datasets, image_metrics, input_pipeline, predict, steps
-from faceaging import train_state, writer as writer_lib
-from faceaging.datasets import synthfaces, utkface
-
-
-def _identity_of(file_name) -> int:
-    name = file_name.decode() if isinstance(file_name, bytes) else file_name
-    return int(utkface.parse_name(name).split_key) - int(synthfaces.make_identity(0, 0).stamp)
+from faceaging import trait_classifier, train_state, writer as writer_lib
+from faceaging.datasets import synthfaces
 
 
 def _true_renders(config, records, schedule, group: int) -> np.ndarray:
     age = schedule.representative_age(group)
     seed = config.data.synthfaces.seed
     return np.stack([np.asarray(Image.fromarray(synthfaces.render(
-        synthfaces.make_identity(seed, _identity_of(r["file_name"])), age, seed)).resize(
+        synthfaces.make_identity(seed, synthfaces.identity_index(r["file_name"])), age, seed)).resize(
             (config.image_size, config.image_size), Image.BICUBIC)) for r in records])
 
 
@@ -80,6 +75,14 @@ def evaluate(workdir: str) -> dict:
               "groups": {}}
     synthetic = config.data.name == "synth_faces"
     means = _group_means(config, builder, schedule) if synthetic else None
+    traits = None
+    if synthetic:
+        try:
+            trait_graph, trait_params = trait_classifier.load_trait_classifier(config, workdir)
+            traits = jax.jit(lambda x: trait_classifier.predict_traits(trait_graph, trait_params, x))
+            input_traits = np.asarray(traits(images))
+        except FileNotFoundError as e:
+            logging.warning("Skipping trait agreement: %s", e)
     for k, label in enumerate(schedule.labels):
         target = aged[:, k]
         est = np.asarray(estimate(target))
@@ -96,6 +99,8 @@ def evaluate(workdir: str) -> dict:
                         "gt_ssim": float(image_metrics.ssim(target, truth).mean()),
                         "gt_l1_baseline_input": float(image_metrics.l1(images, truth).mean()),
                         "gt_l1_baseline_mean": float(image_metrics.l1(mean, truth).mean())})
+        if traits is not None:
+            row["trait_agreement"] = float((np.asarray(traits(target)) == input_traits).mean())
         report["groups"][label] = row
     keys = list(next(iter(report["groups"].values())))
     report["mean"] = {key: float(np.mean([g[key] for g in report["groups"].values()])) for key in keys}

@@ -19,6 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from faceaging import age_estimator, align, dataset_reports, evaluate, grids, predict, run_all, train
+from faceaging import trait_classifier
 from faceaging.datasets import utkface
 
 FLAGS = flags.FLAGS
@@ -26,7 +27,7 @@ config_flags.DEFINE_config_file("config", None, "Training config file (e.g. conf
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and event files.")
 flags.DEFINE_enum("mode", "train", ["train", "predict", "all", "stats", "contact_sheet",
-                                    "train_estimator", "eval"], "What to run.")
+                                    "train_estimator", "train_traits", "eval"], "What to run.")
 flags.DEFINE_string("input", None, "predict: an image, a folder (recursive), a glob, or a .txt list of paths.")
 flags.DEFINE_string("output_dir", None, "predict: where aged images, grids and GIFs go.")
 flags.DEFINE_string("checkpoint", None, "predict: WORKDIR/checkpoints/STEP (default: latest in --workdir).")
@@ -82,6 +83,8 @@ def main(argv):
                 sys.exit(predict.EXIT_SOME_FAILED)
         elif FLAGS.mode == "train_estimator":
             print(json.dumps(age_estimator.train_estimator(FLAGS.config, FLAGS.workdir), indent=2))
+        elif FLAGS.mode == "train_traits":
+            print(json.dumps(trait_classifier.train_trait_classifier(FLAGS.config, FLAGS.workdir), indent=2))
         elif FLAGS.mode == "eval":
             report = evaluate.evaluate(FLAGS.workdir)
             print(json.dumps(report["mean"], indent=2))

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pipeline, schedules, train
+from faceaging import trait_classifier
 from faceaging.datasets import synthfaces
 from test_reports_and_run_all import synth_tiny
 
@@ -37,17 +38,21 @@ def test_estimator_and_eval_on_synthfaces(tmp_path):
     assert set(real) == {"estimator_mae_real", "estimator_accuracy_real", "num_images"}
     assert 0 <= real["estimator_accuracy_real"] <= 1 and real["estimator_mae_real"] >= 0
 
+    traits = trait_classifier.train_trait_classifier(config, workdir)
+    assert set(traits) == {f"trait_accuracy_{t}" for t in trait_classifier.TRAITS}
+
     report = evaluate.evaluate(workdir)
     assert report["step"] == 4 and len(report["groups"]) == 6
     for row in report["groups"].values():
         assert 0 <= row["age_group_accuracy"] <= 1 and row["cycle_psnr"] > 0
         assert row["gt_l1"] > 0 and row["gt_l1_baseline_input"] >= 0 and row["gt_l1_baseline_mean"] > 0
+        assert 0 <= row["trait_agreement"] <= 1
     # The ground-truth path finds each file's identity: re-rendered at its own age, it is the input.
     builder = datasets.prepare(config)
     source = input_pipeline.open_split(builder, report["split"], schedules.get_schedule(config.data.schedule))
     for i in range(3):
         record = source.record(i)
-        identity = synthfaces.make_identity(0, evaluate._identity_of(record["file_name"]))
+        identity = synthfaces.make_identity(0, synthfaces.identity_index(record["file_name"]))
         rendered = np.asarray(Image.fromarray(synthfaces.render(identity, int(record["age"]))).resize((32, 32), Image.BICUBIC))
         decoded = input_pipeline.decode_image(record["image"], 32)
         assert image_metrics.l1(decoded[None], rendered[None])[0] < 6

@@ -37,6 +37,7 @@ EYES = np.array([(70, 42, 24), (38, 24, 16), (60, 105, 160), (70, 120, 70), (120
 EYES_BY_RACE = np.array([[.3, .1, .3, .15, .15], [.3, .7, 0, 0, 0], [.3, .7, 0, 0, 0],
                          [.4, .6, 0, 0, 0], [.4, .3, .1, .1, .1]])
 GREY = np.array((228, 228, 226), float)
+STAMP_BASE = 20170000000000000  # identity i's files carry STAMP_BASE + i as their datetime field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,13 @@ class Identity:
     @property
     def stamp(self) -> str:
         """The UTKFace 'datetime' field shared by all this identity's images."""
-        return f"{20170000000000000 + self.index:017d}"
+        return f"{STAMP_BASE + self.index:017d}"
+
+
+def identity_index(file_name) -> int:
+    """The identity index encoded in a SynthFaces file name's STAMP field."""
+    name = file_name.decode() if isinstance(file_name, bytes) else file_name
+    return int(utkface.parse_name(name).split_key) - STAMP_BASE
 
 
 def make_identity(seed: int, index: int) -> Identity:
