@@ -8,7 +8,6 @@ computes in ``dtype`` and keeps float32 parameters; normalisation runs in float3
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 from flax import nnx
 import jax

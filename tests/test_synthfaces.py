@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from faceaging import config as config_lib, datasets, input_pipeline, schedules
+from faceaging import datasets, input_pipeline, schedules
 from faceaging.datasets import synthfaces, utkface
 
 

@@ -1,10 +1,8 @@
-import glob
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from faceaging import checkpointing, mesh as mesh_lib, steps, train, train_state
 
