@@ -57,6 +57,48 @@ def estimate(graph, params, images_uint8):
     return expected_age(nnx.merge(graph, params)(steps.to_float(images_uint8, jnp.float32)))
 
 
+def groups_of(schedule: schedules.AgeSchedule, estimated_ages) -> np.ndarray:
+    """Age groups of estimated (real-valued) ages."""
+    return schedule.group_of(np.rint(np.asarray(estimated_ages)).astype(int))
+
+
+def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str):
+    """Trains ``params`` with AdamW on (uint8 images, labels) ``batches``; returns the params.
+
+    ``loss_of_logits(logits, labels)`` is the scalar loss; progress is logged ten times.
+    """
+    optimizer = optax.adamw(learning_rate)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, images, labels):
+        def loss_fn(p):
+            return loss_of_logits(nnx.merge(graph, p)(steps.to_float(images, jnp.float32)), labels)
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    total = len(batches)
+    for step, (images, labels) in enumerate(batches, 1):
+        params, opt_state, loss = train_step(params, opt_state, images, labels)
+        if step % max(1, total // 10) == 0:
+            logging.info("%s step %d/%d: loss %.4f", what, step, total, float(loss))
+    return params
+
+
+class Batches:
+    """``steps`` batches drawn from ``draw()``, with a length for progress logging."""
+
+    def __init__(self, draw, steps: int):
+        self.draw, self.steps = draw, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return (self.draw() for _ in range(self.steps))
+
+
 def train_estimator(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the estimator on the training split, saves it, returns its validation metrics."""
     e = config.estimator
@@ -66,25 +108,15 @@ def train_estimator(config: ml_collections.ConfigDict, workdir: str) -> dict:
     loader_config.train.batch_size = e.batch_size
     source = input_pipeline.open_split(builder, "train", schedule)
     iterator = iter(input_pipeline.make_train_loader(loader_config, source, schedule.num_groups))
-    model = ConvNet(e.channels, MAX_AGE + 1, rngs=nnx.Rngs(config.seed))
-    graph, params = nnx.split(model)
-    optimizer = optax.adamw(e.learning_rate)
-    opt_state = optimizer.init(params)
+    graph, params = nnx.split(ConvNet(e.channels, MAX_AGE + 1, rngs=nnx.Rngs(config.seed)))
 
-    @jax.jit
-    def train_step(params, opt_state, images, ages):
-        def loss_fn(p):
-            logits = nnx.merge(graph, p)(steps.to_float(images, jnp.float32))
-            return optax.softmax_cross_entropy(logits, soft_labels(ages, e.label_sigma)).mean()
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    for step in range(1, e.steps + 1):
+    def draw():
         batch = next(iterator)
-        params, opt_state, loss = train_step(params, opt_state, batch["image"], batch["age"])
-        if step % max(1, e.steps // 10) == 0:
-            logging.info("age estimator step %d/%d: loss %.4f", step, e.steps, float(loss))
+        return batch["image"], batch["age"]
+
+    params = fit(graph, params, e.learning_rate,
+                 lambda logits, ages: optax.softmax_cross_entropy(logits, soft_labels(ages, e.label_sigma)).mean(),
+                 Batches(draw, e.steps), "age estimator")
     save_params(estimator_dir(workdir), e.steps, params)
     metrics = validate(config, builder, schedule, graph, params)
     logging.info("age estimator on real validation images: %s", metrics)
@@ -93,13 +125,17 @@ def train_estimator(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def validate(config, builder, schedule, graph, params) -> dict:
     """MAE and group accuracy on real validation images (how far to trust the estimator)."""
-    split = "validation" if "validation" in builder.info.splits else "train"
-    source = input_pipeline.open_split(builder, split, schedule)
+    source = input_pipeline.open_split(builder, input_pipeline.held_out_split(builder), schedule)
     batch = input_pipeline.sample_batch(source, config.eval.num_images, config.image_size)
     ages = np.array([source[i]["age"] for i in range(len(batch["image"]))])
-    est = np.asarray(jax.jit(lambda p, x: estimate(graph, p, x))(params, batch["image"]))
+    return score_real(schedule, graph, params, batch["image"], ages, batch["source"])
+
+
+def score_real(schedule, graph, params, images, ages, groups) -> dict:
+    """Estimator MAE and group accuracy on real uint8 ``images`` with true ``ages``/``groups``."""
+    est = np.asarray(jax.jit(lambda p, x: estimate(graph, p, x))(params, images))
     return {"estimator_mae_real": float(np.abs(est - ages).mean()),
-            "estimator_accuracy_real": float((schedule.group_of(np.rint(est).astype(int)) == batch["source"]).mean()),
+            "estimator_accuracy_real": float((groups_of(schedule, est) == groups).mean()),
             "num_images": int(len(ages))}
 
 

@@ -7,10 +7,8 @@ from PIL import Image, ImageDraw
 import tensorflow_datasets as tfds
 
 from faceaging import datasets, grids, schedules
-from faceaging.datasets import synthfaces
+from faceaging.datasets import synthfaces, utkface
 
-GENDERS = ("male", "female")
-RACES = ("white", "black", "asian", "indian", "other")
 BAR = (70, 110, 180)
 
 
@@ -36,8 +34,8 @@ def label_counts(config) -> dict:
             "images": len(labels),
             "outside_schedule": int((groups < 0).sum()),
             "age_group": dict(zip(schedule.labels, np.bincount(groups[groups >= 0], minlength=schedule.num_groups).tolist())),
-            "gender": dict(zip(GENDERS, np.bincount(labels[:, 1], minlength=2).tolist())),
-            "race": dict(zip(RACES, np.bincount(labels[:, 2], minlength=5).tolist())),
+            "gender": dict(zip(utkface.GENDER_NAMES, np.bincount(labels[:, 1], minlength=utkface.NUM_GENDERS).tolist())),
+            "race": dict(zip(utkface.RACE_NAMES, np.bincount(labels[:, 2], minlength=utkface.NUM_RACES).tolist())),
         }
     return stats
 

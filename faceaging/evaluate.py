@@ -49,7 +49,7 @@ def evaluate(workdir: str) -> dict:
     config, schedule, graphs, ema, step = predict.load_ema_generator(workdir, all_generators=True)
     est_graph, est_params = age_estimator.load_estimator(config, workdir)
     builder = datasets.prepare(config)
-    split = "validation" if "validation" in builder.info.splits else "train"
+    split = input_pipeline.held_out_split(builder)
     source = input_pipeline.open_split(builder, split, schedule)
     n = min(config.eval.num_images, len(source))
     records = [source.record(i) for i in range(n)]
@@ -68,11 +68,8 @@ def evaluate(workdir: str) -> dict:
 
     aged = np.asarray(age_all(ema["aging"], images, jnp.eye(schedule.num_groups)))
     real_ages = np.array([r["age"] for r in records])
-    est_real = np.asarray(estimate(images))
-    report = {"step": step, "split": split, "num_images": n,
-              "estimator_mae_real": float(np.abs(est_real - real_ages).mean()),
-              "estimator_accuracy_real": float((schedule.group_of(np.rint(est_real).astype(int)) == src).mean()),
-              "groups": {}}
+    report = {"step": step, "split": split, "groups": {},
+              **age_estimator.score_real(schedule, est_graph, est_params, images, real_ages, src)}
     synthetic = config.data.name == "synth_faces"
     means = _group_means(config, builder, schedule) if synthetic else None
     traits = None
@@ -87,7 +84,7 @@ def evaluate(workdir: str) -> dict:
         target = aged[:, k]
         est = np.asarray(estimate(target))
         cycled = np.asarray(restore(target, src))
-        row = {"age_group_accuracy": float((schedule.group_of(np.rint(est).astype(int)) == k).mean()),
+        row = {"age_group_accuracy": float((age_estimator.groups_of(schedule, est) == k).mean()),
                "age_mae": float(np.abs(est - schedule.representative_age(k)).mean()),
                "cycle_l1": float(image_metrics.l1(cycled, images).mean()),
                "cycle_psnr": float(image_metrics.psnr(cycled, images).mean()),

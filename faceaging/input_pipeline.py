@@ -57,6 +57,11 @@ def open_split(builder: tfds.core.DatasetBuilder, split: str,
     return GroupedSource(source, schedule)
 
 
+def held_out_split(builder: tfds.core.DatasetBuilder) -> str:
+    """'validation' where the dataset has it, else 'train' (tiny sets may lack validation files)."""
+    return "validation" if "validation" in builder.info.splits else "train"
+
+
 def decode_image(data: bytes, image_size: int) -> np.ndarray:
     """JPEG/PNG bytes -> (image_size, image_size, 3) uint8 RGB."""
     with Image.open(io.BytesIO(data)) as image:

@@ -17,8 +17,8 @@ def held_out_faces(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
     """The first ``count`` validation images (held out from training), decoded at image_size."""
     builder = datasets.prepare(config)
     schedule = schedules.get_schedule(config.data.schedule)
-    split = "validation" if "validation" in builder.info.splits else "train"
-    return input_pipeline.sample_batch(input_pipeline.open_split(builder, split, schedule), count,
+    source = input_pipeline.open_split(builder, input_pipeline.held_out_split(builder), schedule)
+    return input_pipeline.sample_batch(source, count,
                                        config.image_size)["image"]
 
 

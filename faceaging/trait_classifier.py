@@ -58,29 +58,21 @@ def train_trait_classifier(config: ml_collections.ConfigDict, workdir: str) -> d
     builder = datasets.prepare(config)
     images, labels = labelled_split(config, builder, "train")
     graph, params = nnx.split(_make_model(config, config.seed))
-    optimizer = optax.adamw(config.estimator.learning_rate)
-    opt_state = optimizer.init(params)
-
-    @jax.jit
-    def train_step(params, opt_state, x, y):
-        def loss_fn(p):
-            parts = jnp.split(nnx.merge(graph, p)(steps.to_float(x, jnp.float32)), SPLITS, axis=-1)
-            return sum(optax.softmax_cross_entropy_with_integer_labels(part, y[:, i]).mean()
-                       for i, part in enumerate(parts))
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
     rng = np.random.default_rng(config.seed)
-    batch, total = config.estimator.batch_size, config.estimator.steps
-    for step in range(1, total + 1):
-        pick = rng.integers(0, len(images), batch)
+
+    def draw():
+        pick = rng.integers(0, len(images), config.estimator.batch_size)
         x = images[pick][:, :, ::-1] if rng.random() < 0.5 else images[pick]  # flip: traits are symmetric
-        params, opt_state, loss = train_step(params, opt_state, x, labels[pick])
-        if step % max(1, total // 10) == 0:
-            logging.info("trait classifier step %d/%d: loss %.4f", step, total, float(loss))
-    age_estimator.save_params(classifier_dir(workdir), total, params)
-    split = "validation" if "validation" in builder.info.splits else "train"
+        return x, labels[pick]
+
+    def loss_of_logits(logits, y):
+        return sum(optax.softmax_cross_entropy_with_integer_labels(part, y[:, i]).mean()
+                   for i, part in enumerate(jnp.split(logits, SPLITS, axis=-1)))
+
+    params = age_estimator.fit(graph, params, config.estimator.learning_rate, loss_of_logits,
+                               age_estimator.Batches(draw, config.estimator.steps), "trait classifier")
+    age_estimator.save_params(classifier_dir(workdir), config.estimator.steps, params)
+    split = input_pipeline.held_out_split(builder)
     val_images, val_labels = labelled_split(config, builder, split)
     predicted = np.asarray(jax.jit(lambda p, x: predict_traits(graph, p, x))(params, val_images))
     metrics = {f"trait_accuracy_{name}": float((predicted[:, i] == val_labels[:, i]).mean())

@@ -26,8 +26,10 @@ ARCHIVE_NAME = "UTKFace.tar.gz"
 FOLDER_NAME = "UTKFace"
 NAME_SUFFIX = ".jpg.chip.jpg"
 AGE_RANGE = (0, 116)
-NUM_GENDERS = 2
-NUM_RACES = 5
+GENDER_NAMES = ("male", "female")
+RACE_NAMES = ("white", "black", "asian", "indian", "other")
+NUM_GENDERS = len(GENDER_NAMES)
+NUM_RACES = len(RACE_NAMES)
 VALIDATION_PERCENT = 5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _NAME_RE = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)" + re.escape(NAME_SUFFIX) + "$")
@@ -139,8 +141,8 @@ class UTKFace(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
                 "age": tfds.features.Scalar(dtype=np.int32),
-                "gender": tfds.features.ClassLabel(names=["male", "female"]),
-                "race": tfds.features.ClassLabel(names=["white", "black", "asian", "indian", "other"]),
+                "gender": tfds.features.ClassLabel(names=list(GENDER_NAMES)),
+                "race": tfds.features.ClassLabel(names=list(RACE_NAMES)),
                 "file_name": tfds.features.Text(),
             }),
             supervised_keys=("image", "age"),
