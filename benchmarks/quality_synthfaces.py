@@ -1,11 +1,13 @@
 """Aging quality on held-out SynthFaces identities, against ground truth and baselines.
 
     python benchmarks/quality_synthfaces.py [--config=configs/synthfaces.py] \
-        [--workdir=runs/quality_synthfaces] [--config.train.steps=1500]
+        [--workdir=runs/quality_synthfaces] [--config.train.steps=5000]
 
 Trains the config for its step budget (resuming if the workdir has checkpoints), trains the
 independent age estimator and the trait classifier, runs ``--mode=eval``, prints the per-group
 table and a one-line summary, and writes quality.json (its path printed last).
+``train_seconds_this_run`` is the GAN's training time in this invocation (0 when resumed at
+the budget); ``total_seconds`` adds the estimator, the trait classifier and evaluation.
 """
 
 import json
@@ -21,7 +23,7 @@ config_flags.DEFINE_config_file("config", "configs/synthfaces.py", "SynthFaces c
 flags.DEFINE_string("workdir", "runs/quality_synthfaces", "Where the run and its evaluation go.")
 
 KEYS = ("age_group_accuracy", "age_mae", "gt_l1", "gt_l1_baseline_input", "gt_l1_baseline_mean",
-        "gt_ssim", "trait_agreement", "cycle_psnr", "cycle_ssim")
+        "gt_ssim", "trait_agreement", "trait_agreement_truth", "cycle_psnr", "cycle_ssim")
 
 
 def main(_):

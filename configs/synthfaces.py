@@ -32,10 +32,11 @@ def get_config(arg: str = ""):
                         disc_channels=(32, 32, 32), residual_output=True))
     # The residual generator starts as the identity map, so the age loss must outweigh the
     # L1 terms that would keep it there (age 1 / cycle 10 left outputs unchanged at 400 steps).
-    c.loss.update(dict(age=3.0, cycle=5.0, reconstruction=2.0, r1_every=8))
+    # preserve: without it the aged faces drifted in skin and eye colour (trait agreement 76%).
+    c.loss.update(dict(age=3.0, cycle=5.0, reconstruction=2.0, preserve=1.0, r1_every=8))
     c.optim.update(dict(g_learning_rate=3e-4, d_learning_rate=3e-4, ema_decay=0.995))
-    c.train.update(dict(batch_size=16, steps=1500, log_every=100, sample_every=500,
-                        checkpoint_every=500))
+    c.train.update(dict(batch_size=16, steps=5000, log_every=100, sample_every=1000,
+                        checkpoint_every=1000))
     if arg == "tiny":
         base.tiny(c)
         c.data.synthfaces.num_identities = 40

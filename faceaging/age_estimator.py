@@ -24,11 +24,13 @@ MAX_AGE = 100
 
 
 class ConvNet(nnx.Module):
-    """Strided 3x3 convolutions, global average pool, one linear head: images -> logits."""
+    """3x3 convolutions (stride 2 unless ``strides`` says), global average pool, linear head."""
 
-    def __init__(self, channels, outputs: int, *, rngs: nnx.Rngs):
+    def __init__(self, channels, outputs: int, strides=None, *, rngs: nnx.Rngs):
         chans = [3, *channels]
-        self.convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=2, rngs=rngs) for i, o in zip(chans[:-1], chans[1:])])
+        strides = strides or (2,) * len(channels)
+        self.convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=s, rngs=rngs)
+                               for i, o, s in zip(chans[:-1], chans[1:], strides)])
         self.head = nnx.Linear(chans[-1], outputs, rngs=rngs)
 
     def __call__(self, images):

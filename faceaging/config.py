@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.cycle = 10.0
     c.loss.identity = 1.0
     c.loss.reconstruction = 10.0  # L1 of G(x, source group) to x; 0 skips that pass
+    c.loss.preserve = 0.0  # L1 of G(x, target group) to x: change only what age needs
     c.loss.r1_gamma = 10.0
     c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps
 
@@ -61,8 +62,33 @@ def base_config() -> ml_collections.ConfigDict:
     c.estimator.learning_rate = 1e-3
     c.estimator.label_sigma = 3.0  # years: Gaussian smoothing of the age labels
 
+    c.traits = ml_collections.ConfigDict()  # SynthFaces trait classifier for evaluation
+    c.traits.num_renders = 12000  # fresh identities rendered to train it (SynthFaces is procedural)
+    c.traits.channels = (32, 64, 128, 128)
+    c.traits.strides = (2, 2, 2, 2)
+    c.traits.steps = 4000
+    c.traits.batch_size = 64
+    c.traits.learning_rate = 1e-3
+
     c.eval = ml_collections.ConfigDict()
     c.eval.num_images = 128  # validation images evaluated
+    c.eval.batch_size = 64  # images per feature-network call
+    c.eval.weights_dir = os.path.expanduser("~/.cache/faceaging/weights")  # where "" paths look
+    # FID/KID: pytorch-fid's InceptionV3 converted to .npz (README); "" = weights_dir/fid_inception.npz
+    c.eval.fid_weights = ""
+    c.eval.fid_source_sha256_prefix = "6726825d"  # of pt_inception-2015-12-05-6726825d.pth
+    c.eval.fid_image_size = 299
+    c.eval.fid_num_real = 512  # real training images per target group
+    c.eval.kid_subsets = 100
+    c.eval.kid_subset_size = 1000
+    # Identity: an ArcFace-style ONNX model; "" = weights_dir/face_embedding.onnx
+    c.eval.identity_weights = ""
+    c.eval.identity_weights_sha256 = ""  # pin the file; "" logs its digest instead
+    c.eval.identity_image_size = 112  # used when the model's input size is dynamic
+    c.eval.identity_crop = 1.0  # central fraction of the image given to the model
+    c.eval.identity_mean = 127.5
+    c.eval.identity_std = 127.5
+    c.eval.identity_channels = "RGB"  # 'RGB' or 'BGR'
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global, across all devices and processes
@@ -88,5 +114,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.num_sample_images = 4
     c.train.update(dict(batch_size=8, steps=20, log_every=5, sample_every=10, checkpoint_every=10))
     c.estimator.update(dict(channels=(8, 16), steps=20, batch_size=8))
-    c.eval.num_images = 8
+    c.traits.update(dict(num_renders=64, channels=(8, 16), strides=(2, 2), steps=20, batch_size=8))
+    c.eval.update(dict(num_images=8, batch_size=8, fid_image_size=75, fid_num_real=16,
+                       kid_subsets=4, kid_subset_size=16))
     return c

@@ -3,7 +3,9 @@
 Modes: ``train`` (default; resumes from WORKDIR); ``predict`` (ages images with the
 latest checkpoint's EMA generator); ``all`` (prepare data, train, age held-out faces);
 ``stats`` (label counts and a bar chart of the config's dataset); ``contact_sheet``
-(SynthFaces identities x ages).
+(SynthFaces identities x ages); ``train_estimator`` and ``train_traits`` (evaluation networks);
+``eval`` (metrics of the latest checkpoint; an optional ``--config`` supplies its ``eval``
+section, e.g. ``--config.eval.fid_weights=PATH``).
 """
 
 import json
@@ -21,6 +23,7 @@ from ml_collections import config_flags
 from faceaging import age_estimator, align, dataset_reports, evaluate, grids, predict, run_all, train
 from faceaging import trait_classifier
 from faceaging.datasets import utkface
+from faceaging.weight_files import WeightsError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (e.g. configs/utk.py:tiny).",
@@ -86,7 +89,7 @@ def main(argv):
         elif FLAGS.mode == "train_traits":
             print(json.dumps(trait_classifier.train_trait_classifier(FLAGS.config, FLAGS.workdir), indent=2))
         elif FLAGS.mode == "eval":
-            report = evaluate.evaluate(FLAGS.workdir)
+            report = evaluate.evaluate(FLAGS.workdir, FLAGS.config.eval if FLAGS.config else None)
             print(json.dumps(report["mean"], indent=2))
             print(f"Report: {os.path.join(FLAGS.workdir, 'eval', str(report['step']) + '.md')}")
         elif FLAGS.mode == "all":
@@ -106,7 +109,7 @@ def main(argv):
                                                          [int(a) for a in FLAGS.sheet_ages]), path)
             print(f"Contact sheet: {path}")
     except (utkface.DataNotFoundError, predict.PredictError, align.AlignmentUnavailable,
-            FileNotFoundError) as e:
+            FileNotFoundError, WeightsError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -60,6 +60,9 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                  "g/identity": losses.l1(identity_in, identity_fake)}
         weights = {"g/adv": w.adversarial, "g/age": w.age, "g/cycle": w.cycle,
                    "g/identity": w.identity}
+        if w.preserve:
+            terms["g/preserve"] = losses.l1(fake, real)
+            weights["g/preserve"] = w.preserve
         if w.reconstruction:
             reconstructed, _ = generate(g_params["aging"], real, src_code)
             terms["g/reconstruction"] = losses.l1(reconstructed, real)

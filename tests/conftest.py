@@ -53,6 +53,15 @@ def utk_dirs(tmp_path_factory):
     return str(root / "manual"), str(root / "tfds")
 
 
+@pytest.fixture(scope="session")
+def fid_weights(tmp_path_factory):
+    """(path, state dict) of a random FID InceptionV3 written as the converter writes it."""
+    from weights_fixtures import write_inception_weights
+
+    path = str(tmp_path_factory.mktemp("weights") / "fid_inception.npz")
+    return path, write_inception_weights(path)
+
+
 @pytest.fixture
 def tiny_config(utk_dirs):
     """The tiny config on one device (multi-device tests set config.mesh.num_devices=-1)."""

@@ -10,6 +10,7 @@ from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pi
 from faceaging import trait_classifier
 from faceaging.datasets import synthfaces
 from test_reports_and_run_all import synth_tiny
+from weights_fixtures import FAKE_SOURCE_PREFIX, write_onnx_embedder
 
 
 def test_image_metrics():
@@ -29,9 +30,11 @@ def test_soft_labels_peak_at_the_age():
     assert list(np.argmax(labels, axis=1)) == [0, 40, age_estimator.MAX_AGE]
 
 
-def test_estimator_and_eval_on_synthfaces(tmp_path):
+def test_estimator_and_eval_on_synthfaces(tmp_path, fid_weights):
     config = synth_tiny(tmp_path)
     config.train.steps = 4
+    config.eval.weights_dir = str(tmp_path / "no_weights_here")
+    config.eval.fid_source_sha256_prefix = FAKE_SOURCE_PREFIX
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(config, workdir)
     real = age_estimator.train_estimator(config, workdir)
@@ -41,12 +44,23 @@ def test_estimator_and_eval_on_synthfaces(tmp_path):
     traits = trait_classifier.train_trait_classifier(config, workdir)
     assert set(traits) == {f"trait_accuracy_{t}" for t in trait_classifier.TRAITS}
 
-    report = evaluate.evaluate(workdir)
-    assert report["step"] == 4 and len(report["groups"]) == 6
+    without_weights = evaluate.evaluate(workdir)
+    assert set(without_weights["skipped"]) == {"fid_kid", "identity_similarity"}
+    assert "fid" not in without_weights["mean"] and "Skipped fid_kid: no weights at" in open(
+        os.path.join(workdir, "eval", "4.md")).read()
+
+    write_onnx_embedder(str(tmp_path / "arcface.onnx"))
+    eval_config = config.eval.copy_and_resolve_references()
+    eval_config.fid_weights, eval_config.identity_weights = fid_weights[0], str(tmp_path / "arcface.onnx")
+    report = evaluate.evaluate(workdir, eval_config)
+    assert report["step"] == 4 and len(report["groups"]) == 6 and not report["skipped"]
     for row in report["groups"].values():
         assert 0 <= row["age_group_accuracy"] <= 1 and row["cycle_psnr"] > 0
         assert row["gt_l1"] > 0 and row["gt_l1_baseline_input"] >= 0 and row["gt_l1_baseline_mean"] > 0
         assert 0 <= row["trait_agreement"] <= 1
+        assert row["fid"] > 0 and np.isfinite(row["kid"]) and -1 <= row["identity_similarity"] <= 1
+    for key in without_weights["mean"]:  # the weights add metrics, they change none
+        assert report["mean"][key] == without_weights["mean"][key]
     # The ground-truth path finds each file's identity: re-rendered at its own age, it is the input.
     builder = datasets.prepare(config)
     source = input_pipeline.open_split(builder, report["split"], schedules.get_schedule(config.data.schedule))
@@ -59,4 +73,4 @@ def test_estimator_and_eval_on_synthfaces(tmp_path):
     saved = json.load(open(os.path.join(workdir, "eval", "4.json")))
     assert saved["mean"] == report["mean"]
     table = open(os.path.join(workdir, "eval", "4.md")).read()
-    assert "| 70+ |" in table and "gt_l1_baseline_mean" in table
+    assert "| 70+ |" in table and "gt_l1_baseline_mean" in table and "| fid | kid |" in table

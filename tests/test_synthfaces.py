@@ -1,5 +1,6 @@
 import hashlib
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -17,14 +18,23 @@ def test_render_is_deterministic_and_identity_specific():
     assert np.abs(a.astype(int) - other.astype(int)).mean() > 5
 
 
+def test_pose_age_renders_the_same_pose_at_another_age():
+    identity = synthfaces.make_identity(0, 5)
+    young = synthfaces.render(identity, 30).astype(int)
+    assert np.array_equal(synthfaces.render(identity, 30, pose_age=30), young)
+    same_pose = synthfaces.render(identity, 31, pose_age=30).astype(int)
+    own_pose = synthfaces.render(identity, 31).astype(int)
+    assert np.abs(same_pose - young).mean() < 0.5 * np.abs(own_pose - young).mean()
+
+
 def _hair_region_brightness(identity, age):
     image = synthfaces.render(identity, age).astype(float)
     return image[30:70, 70:130].mean()
 
 
-def _line_energy(identity, age, rows, cols):
+def _line_energy(identity, age, rows, cols, pose_age=None):
     """Mean vertical gradient inside a box: horizontal lines (wrinkles, folds) raise it."""
-    grey = synthfaces.render(identity, age).astype(float).mean(axis=-1)
+    grey = synthfaces.render(identity, age, pose_age=pose_age).astype(float).mean(axis=-1)
     return np.abs(np.diff(grey[rows[0]:rows[1], cols[0]:cols[1]], axis=0)).mean()
 
 
@@ -35,11 +45,11 @@ def test_aging_is_measurable():
     hair_30 = np.mean([_hair_region_brightness(i, 30) for i in full_hair])
     hair_85 = np.mean([_hair_region_brightness(i, 85) for i in full_hair])
     assert hair_85 > hair_30 + 30
-    # Wrinkles: forehead lines and nasolabial folds deepen from 25 to 85.
+    # Wrinkles: forehead lines and nasolabial folds deepen from 25 to 85 (same pose and light).
     forehead, folds = ((60, 80), (82, 118)), ((98, 122), (72, 128))
     for box, factor in ((forehead, 2.0), (folds, 1.2)):
         young = np.mean([_line_energy(i, 25, *box) for i in full_hair])
-        old = np.mean([_line_energy(i, 85, *box) for i in full_hair])
+        old = np.mean([_line_energy(i, 85, *box, pose_age=25) for i in full_hair])
         assert old > factor * young
     # Balding men's hairline recedes: less hair colour above the forehead at 70 than at 25.
     for identity in [i for i in identities if i.balding]:
@@ -85,6 +95,21 @@ def test_generated_folder_parses_back_and_index_is_consistent(tmp_path):
     assert np.abs(decoded.astype(int) - rerendered.astype(int)).mean() < 4  # JPEG q92 on noisy pixels
 
 
+def test_concurrent_generation_ends_with_one_complete_copy(tmp_path):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        synthfaces.generate(str(tmp_path), num_identities=6, ages_per_identity=2, seed=2, processes=1)))
+        for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [12, 12]
+    assert sorted(os.listdir(tmp_path)) == sorted([synthfaces.FOLDER_NAME, synthfaces.INDEX_NAME,
+                                                   synthfaces.VERSION_NAME])
+    assert len(os.listdir(tmp_path / synthfaces.FOLDER_NAME)) == 12
+
+
 def test_config_generates_on_first_use_and_builds(tmp_path):
     config = _load_synth_config("tiny")
     config.data.manual_dir, config.data.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
@@ -94,6 +119,12 @@ def test_config_generates_on_first_use_and_builds(tmp_path):
     assert total == 40 * 6
     source = input_pipeline.open_split(builder, "train", schedules.get_schedule(config.data.schedule))
     assert len(source) > 0 and source.num_dropped == 0
+    # A folder from another renderer version is refused, never re-rendered over.
+    version_file = tmp_path / "manual" / synthfaces.VERSION_NAME
+    version_file.write_text("1")
+    with pytest.raises(ValueError, match="renderer version 1, but this faceaging renders version"):
+        datasets.prepare(config)
+    assert version_file.read_text() == "1"
 
 
 def _load_synth_config(arg=""):

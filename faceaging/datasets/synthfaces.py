@@ -15,6 +15,8 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 from absl import logging
 import numpy as np
@@ -27,13 +29,16 @@ SIZE = 200
 SCALE = 2  # drawn at 2x, then downsampled for anti-aliasing
 AGES = (1, 100)
 INDEX_NAME = "index.csv"
+RENDERER_VERSION = "2"  # bump whenever render() changes its output; written beside the index
+VERSION_NAME = "renderer_version.txt"
 FOLDER_NAME = utkface.FOLDER_NAME
 
 SKIN = np.array([(236, 200, 178), (112, 74, 54), (229, 194, 158), (172, 126, 92), (199, 158, 124)], float)
 HAIR = np.array([(20, 18, 18), (62, 40, 26), (110, 72, 40), (205, 168, 100), (150, 62, 30)], float)
 HAIR_BY_RACE = np.array([[.2, .3, .2, .2, .1], [.85, .15, 0, 0, 0], [.8, .2, 0, 0, 0],
                          [.7, .3, 0, 0, 0], [.4, .35, .15, .05, .05]])
-EYES = np.array([(70, 42, 24), (38, 24, 16), (60, 105, 160), (70, 120, 70), (120, 95, 45)], float)
+# Iris colours far apart, so they stay legible at 32 px: brown, dark brown, blue, green, amber.
+EYES = np.array([(120, 70, 30), (36, 24, 16), (60, 125, 210), (60, 160, 70), (200, 150, 40)], float)
 EYES_BY_RACE = np.array([[.3, .1, .3, .15, .15], [.3, .7, 0, 0, 0], [.3, .7, 0, 0, 0],
                          [.4, .6, 0, 0, 0], [.4, .3, .1, .1, .1]])
 GREY = np.array((228, 228, 226), float)
@@ -106,9 +111,15 @@ def _mix(a, b, t: float):
     return tuple(np.asarray(a, float) * (1 - t) + np.asarray(b, float) * t)
 
 
-def render(identity: Identity, age: int, seed: int = 0) -> np.ndarray:
-    """The identity at ``age`` as a (200, 200, 3) uint8 image; deterministic in its arguments."""
+def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = None) -> np.ndarray:
+    """The identity at ``age`` as a (200, 200, 3) uint8 image; deterministic in its arguments.
+
+    Pose and lighting are those of the identity's render at ``pose_age`` (default ``age``), so
+    ``render(identity, a, pose_age=b)`` is the render at age ``b`` aged to ``a``, all else equal:
+    the ground truth for aging that image.
+    """
     rng = np.random.default_rng([seed, identity.index, age, 1])
+    nuisance = np.random.default_rng([seed, identity.index, age if pose_age is None else pose_age, 3])
     s = SIZE * SCALE
     growth = _ramp(age, 1, 18)  # child -> adult proportions
     grey = _ramp(age, 40, 80)
@@ -146,7 +157,7 @@ def render(identity: Identity, age: int, seed: int = 0) -> np.ndarray:
 
     # Features: eyes sit low in a child's face (big forehead) and rise to mid-height in adults.
     eye_y = top + head_h * (0.56 - 0.10 * growth)
-    eye_r = s * (0.042 - 0.014 * growth) * identity.eye_size
+    eye_r = s * (0.046 - 0.014 * growth) * identity.eye_size
     eye_dx = head_w * identity.eye_spacing / 2
     for side in (-1, 1):
         ex = cx + side * eye_dx
@@ -155,9 +166,9 @@ def render(identity: Identity, age: int, seed: int = 0) -> np.ndarray:
                      20, 160, fill=_rgba(shade, 0.8 * late), width=max(1, int(3 * late)))
         draw.ellipse((ex - eye_r * 1.3, eye_y - eye_r * (0.75 - 0.1 * sag), ex + eye_r * 1.3,
                       eye_y + eye_r * 0.75), fill=_rgba((245, 245, 240)))
-        draw.ellipse((ex - eye_r * 0.65, eye_y - eye_r * 0.65, ex + eye_r * 0.65, eye_y + eye_r * 0.65),
+        draw.ellipse((ex - eye_r * 0.8, eye_y - eye_r * 0.75, ex + eye_r * 0.8, eye_y + eye_r * 0.75),
                      fill=_rgba(EYES[identity.eye_colour]))
-        draw.ellipse((ex - eye_r * 0.3, eye_y - eye_r * 0.3, ex + eye_r * 0.3, eye_y + eye_r * 0.3),
+        draw.ellipse((ex - eye_r * 0.22, eye_y - eye_r * 0.22, ex + eye_r * 0.22, eye_y + eye_r * 0.22),
                      fill=_rgba((10, 10, 10)))
         brow_y = eye_y - eye_r * 1.6
         draw.line((ex - eye_r * 1.4, brow_y + side * 0, ex + eye_r * 1.4, brow_y - eye_r * 0.2),
@@ -211,12 +222,12 @@ def render(identity: Identity, age: int, seed: int = 0) -> np.ndarray:
                             top + head_h * (0.55 if identity.hair_style == 2 else 0.9)), fill=_rgba(hair))
 
     # Mild nuisance: pose jitter, lighting gradient, colour noise.
-    image = image.convert("RGB").rotate(rng.uniform(-4, 4), resample=Image.BILINEAR,
-                                        translate=tuple(rng.uniform(-6, 6, 2)), fillcolor=tuple(int(c) for c in identity.background))
+    image = image.convert("RGB").rotate(nuisance.uniform(-4, 4), resample=Image.BILINEAR,
+                                        translate=tuple(nuisance.uniform(-6, 6, 2)), fillcolor=tuple(int(c) for c in identity.background))
     image = image.filter(ImageFilter.GaussianBlur(0.6)).resize((SIZE, SIZE), Image.LANCZOS)
     pixels = np.asarray(image, np.float32)
-    light = 1 + rng.uniform(-0.12, 0.12) * np.linspace(-1, 1, SIZE)[None, :, None]
-    pixels = pixels * light * rng.uniform(0.92, 1.08) + rng.normal(0, 3, pixels.shape)
+    light = 1 + nuisance.uniform(-0.12, 0.12) * np.linspace(-1, 1, SIZE)[None, :, None]
+    pixels = pixels * light * nuisance.uniform(0.92, 1.08) + rng.normal(0, 3, pixels.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
@@ -235,32 +246,58 @@ def generate(folder: str, num_identities: int, ages_per_identity: int, seed: int
              quality: int = 92, processes: int | None = None) -> int:
     """Writes the dataset (``folder/UTKFace/*.jpg.chip.jpg`` + ``folder/index.csv``); returns #images.
 
-    Renders in ``processes`` worker processes (default: one per core) into a temporary folder
-    renamed into place, so a crash never leaves half a dataset.
+    Renders in ``processes`` worker processes (default: one per core) into a private temporary
+    folder renamed into place, so a crash never leaves half a dataset, and processes preparing
+    the same folder at once all end with the one complete copy.
     """
     final = os.path.join(folder, FOLDER_NAME)
     if os.path.exists(final):
         raise FileExistsError(f"{final} already exists; refusing to overwrite a dataset")
-    tmp = final + ".partial"
-    os.makedirs(tmp, exist_ok=True)
+    os.makedirs(folder, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=FOLDER_NAME + ".partial-", dir=folder)
+    try:
+        rows = _render_into(tmp, seed, num_identities, ages_per_identity, quality, processes)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        _write_atomically(os.path.join(folder, INDEX_NAME), buffer.getvalue())
+        _write_atomically(os.path.join(folder, VERSION_NAME), RENDERER_VERSION)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not os.path.isdir(final):
+                raise
+            logging.info("SynthFaces: another process finished %s first; using it", final)
+        return len(rows)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _render_into(folder, seed, num_identities, ages_per_identity, quality, processes) -> list[dict]:
     rows = []
     jobs = [(seed, index, ages_per_identity, quality) for index in range(num_identities)]
     with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
         for done, rendered in enumerate(pool.imap(_render_identity, jobs, chunksize=8), 1):
             for name, data, row in rendered:
-                with open(os.path.join(tmp, name), "wb") as f:
+                with open(os.path.join(folder, name), "wb") as f:
                     f.write(data)
                 rows.append(row)
             if done % 100 == 0 or done == num_identities:
                 logging.info("SynthFaces: rendered %d/%d identities", done, num_identities)
-    index_tmp = os.path.join(tmp, INDEX_NAME)
-    with open(index_tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(index_tmp, os.path.join(folder, INDEX_NAME))
-    os.replace(tmp, final)
-    return len(rows)
+    return rows
+
+
+def _write_atomically(path: str, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, newline="") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def rendered_version(folder: str) -> str | None:
+    """The renderer version that wrote the dataset in ``folder`` (None if it predates versions)."""
+    path = os.path.join(folder, VERSION_NAME)
+    return open(path).read().strip() if os.path.exists(path) else None
 
 
 def read_index(folder: str) -> list[dict]:
@@ -272,9 +309,18 @@ def read_index(folder: str) -> list[dict]:
 class SynthFaces(utkface.UTKFace):
     """SynthFaces read by the unchanged UTKFace builder logic, under its own dataset name."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Renderer 2: pose and lighting drawn apart from age features; "
+                              "larger irises in distinct colours."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Generated on first use by faceaging (configs/synthfaces.py)."
+
+
+def render_jpeg(identity: Identity, age: int, seed: int = 0, quality: int = 92) -> bytes:
+    """The render as JPEG bytes, as the dataset stores it."""
+    buffer = io.BytesIO()
+    Image.fromarray(render(identity, age, seed)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def _render_identity(args) -> list[tuple[str, bytes, dict]]:
@@ -282,10 +328,20 @@ def _render_identity(args) -> list[tuple[str, bytes, dict]]:
     identity = make_identity(seed, index)
     out = []
     for age in sample_ages(seed, index, ages_per_identity):
-        buffer = io.BytesIO()
-        Image.fromarray(render(identity, age, seed)).save(buffer, format="JPEG", quality=quality)
         name = file_name(identity, age)
-        out.append((name, buffer.getvalue(), {
+        out.append((name, render_jpeg(identity, age, seed, quality), {
             "file_name": name, "identity": index, "age": age, "gender": identity.gender,
             "race": identity.race, "split": utkface.split_of(utkface.parse_name(name))}))
     return out
+
+
+def _render_one(args) -> bytes:
+    seed, index, age = args
+    return render_jpeg(make_identity(seed, index), age, seed)
+
+
+def render_jpegs(seed: int, identities_and_ages, processes: int | None = None) -> list[bytes]:
+    """JPEG renders of (identity index, age) pairs, rendered in parallel processes."""
+    jobs = [(seed, int(index), int(age)) for index, age in identities_and_ages]
+    with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
+        return list(pool.imap(_render_one, jobs, chunksize=32))
