@@ -30,10 +30,10 @@ def prepare_synthfaces(config: ml_collections.ConfigDict) -> tfds.core.DatasetBu
         logging.info("Rendering SynthFaces (%d identities x %d ages) into %s", s.num_identities,
                      s.ages_per_identity, manual_dir)
         synthfaces.generate(manual_dir, s.num_identities, s.ages_per_identity, seed=s.seed)
-    elif synthfaces.rendered_version(manual_dir) != synthfaces.RENDERER_VERSION:
+    elif (found := synthfaces.rendered_version(manual_dir)) != synthfaces.RENDERER_VERSION:
         raise ValueError(
             f"{manual_dir} holds SynthFaces from renderer version "
-            f"{synthfaces.rendered_version(manual_dir) or '1'}, but this faceaging renders version "
+            f"{found or '1'}, but this faceaging renders version "
             f"{synthfaces.RENDERER_VERSION}: move that folder away or set --config.data.manual_dir "
             "to a new folder, and it is rendered again (nothing is overwritten)")
     builder = synthfaces.SynthFaces(data_dir=config.data.data_dir)
