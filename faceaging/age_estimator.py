@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from faceaging import datasets, input_pipeline, schedules, steps
+from faceaging import datasets, input_pipeline, pixels, schedules
 
 MAX_AGE = 100
 
@@ -56,7 +56,7 @@ def estimator_dir(workdir: str) -> str:
 
 def estimate(graph, params, images_uint8):
     """Estimated ages of uint8 images (jit-friendly)."""
-    return expected_age(nnx.merge(graph, params)(steps.to_float(images_uint8, jnp.float32)))
+    return expected_age(nnx.merge(graph, params)(pixels.to_float(images_uint8, jnp.float32)))
 
 
 def groups_of(schedule: schedules.AgeSchedule, estimated_ages) -> np.ndarray:
@@ -75,7 +75,7 @@ def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str)
     @jax.jit
     def train_step(params, opt_state, images, labels):
         def loss_fn(p):
-            return loss_of_logits(nnx.merge(graph, p)(steps.to_float(images, jnp.float32)), labels)
+            return loss_of_logits(nnx.merge(graph, p)(pixels.to_float(images, jnp.float32)), labels)
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss

@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.schedule = "utk14"  # a name in faceaging.schedules or ranges like "0-19,20-39,40+"
     c.data.target_sampling = "uniform"  # 'uniform' or 'frequency' (as often as the group occurs)
     c.data.random_flip = True
-    c.data.worker_count = 0  # grain worker processes; 0 decodes in the main process
+    c.data.worker_count = -1  # grain worker processes; 0 decodes in-process; -1: 0 on CPU, else up to 8
     c.data.num_sample_images = 8  # validation faces in the sample grid
 
     c.model = ml_collections.ConfigDict()

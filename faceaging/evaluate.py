@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from faceaging import age_estimator, datasets, face_embedding, feature_metrics, image_metrics
-from faceaging import inception, input_pipeline, predict, steps, trait_classifier, train_state
+from faceaging import inception, input_pipeline, pixels, predict, steps, trait_classifier, train_state
 from faceaging import writer as writer_lib
 from faceaging.datasets import synthfaces
 
@@ -109,8 +109,8 @@ def evaluate(workdir: str, eval_config: ml_collections.ConfigDict | None = None)
     @jax.jit
     def restore(aged, source_groups):
         out, _ = nnx.merge(graphs.generator, train_state.restoring_params(ema))(
-            steps.to_float(aged, dtype), jax.nn.one_hot(source_groups, schedule.num_groups))
-        return steps.to_uint8(out)
+            pixels.to_float(aged, dtype), jax.nn.one_hot(source_groups, schedule.num_groups))
+        return pixels.to_uint8(out)
 
     aged = np.asarray(age_all(ema["aging"], images, jnp.eye(schedule.num_groups)))
     real_ages = np.array([r["age"] for r in records])

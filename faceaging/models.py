@@ -7,6 +7,7 @@ computes in ``dtype`` and keeps float32 parameters; normalisation runs in float3
 
 from __future__ import annotations
 
+import functools
 import math
 
 from flax import nnx
@@ -14,9 +15,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from faceaging import conv as conv_lib
+
 LEAK = 0.2
 NORM_EPS = 1e-5
 RESIDUAL_CLIP = 0.995  # |x| bound before atanh, so saturated pixels stay finite
+# nnx.Conv with a faster weight gradient on CPU (faceaging.conv); same parameters and results.
+Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_lib.conv_general_dilated)
 
 
 def _act(x):
@@ -94,7 +99,7 @@ class ResBlock(nnx.Module):
     def __init__(self, in_ch: int, out_ch: int, *, kernel_size: int, norm: str = "none",
                  cond_dim: int = 0, resample_mode: str | None = None, factor: int = 1,
                  dtype=jnp.float32, rngs: nnx.Rngs):
-        conv = lambda i, o, k: nnx.Conv(i, o, (k, k), dtype=dtype, rngs=rngs)
+        conv = lambda i, o, k: Conv(i, o, (k, k), dtype=dtype, rngs=rngs)
         self.norm1 = _make_norm(norm, in_ch, cond_dim, rngs)
         self.conv1 = conv(in_ch, out_ch, kernel_size)
         self.norm2 = _make_norm(norm, out_ch, cond_dim, rngs)
@@ -122,7 +127,7 @@ class Encoder(nnx.Module):
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
         k = cfg.kernel_size
-        self.stem = nnx.Conv(3, cfg.stem_channels, (k, k), dtype=dtype, rngs=rngs)
+        self.stem = Conv(3, cfg.stem_channels, (k, k), dtype=dtype, rngs=rngs)
         chans = [cfg.stem_channels, *cfg.encoder_channels]
         self.blocks = nnx.List(
             [ResBlock(i, o, kernel_size=k, norm="instance", resample_mode="down", factor=f,
@@ -179,7 +184,7 @@ class Decoder(nnx.Module):
         self.out_norm = ConditionalNorm(out_chans[-1], cfg.style_dim, rngs=rngs)
         # A residual generator starts as the identity map: its change starts at zero.
         rgb_init = nnx.initializers.zeros if cfg.residual_output else nnx.initializers.lecun_normal()
-        self.to_rgb = nnx.Conv(out_chans[-1], 3, (k, k), kernel_init=rgb_init, dtype=dtype, rngs=rngs)
+        self.to_rgb = Conv(out_chans[-1], 3, (k, k), kernel_init=rgb_init, dtype=dtype, rngs=rngs)
 
     def __call__(self, identity, style):
         h = identity
@@ -206,10 +211,18 @@ class Generator(nnx.Module):
     def __call__(self, images, age_code):
         """Returns (aged images in float32 in [-1, 1], identity features of the input)."""
         identity = self.encoder(images)
+        return self.decode(images, identity, age_code), identity
+
+    def encode(self, images):
+        """Identity features of ``images`` (the age-independent half of the generator)."""
+        return self.encoder(images)
+
+    def decode(self, images, identity, age_code):
+        """``images`` (whose ``identity`` features were encoded) aged to ``age_code``."""
         out = self.decoder(identity, self.modulator(identity, age_code))
         if self.residual_output:
             out = out + jnp.arctanh(jnp.clip(images.astype(jnp.float32), -RESIDUAL_CLIP, RESIDUAL_CLIP))
-        return jnp.tanh(out), identity
+        return jnp.tanh(out)
 
 
 class Discriminator(nnx.Module):
@@ -219,11 +232,11 @@ class Discriminator(nnx.Module):
                  rngs: nnx.Rngs):
         k = cfg.kernel_size
         chans = [cfg.disc_stem_channels, *cfg.disc_channels]
-        self.stem = nnx.Conv(3, chans[0], (k, k), dtype=dtype, rngs=rngs)
+        self.stem = Conv(3, chans[0], (k, k), dtype=dtype, rngs=rngs)
         self.blocks = nnx.List(
             [ResBlock(i, o, kernel_size=k, resample_mode="down", factor=2, dtype=dtype, rngs=rngs)
              for i, o in zip(chans[:-1], chans[1:])])
-        self.head = nnx.Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, rngs=rngs)
+        self.head = Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, rngs=rngs)
         self.adversarial = nnx.Linear(chans[-1], num_groups, rngs=rngs)
         self.classifier = nnx.Linear(chans[-1], num_groups, rngs=rngs)
 

@@ -1,6 +1,24 @@
-"""Jitted, sharded computations: the GAN train step and aging to target groups."""
+"""The GAN algorithm: loss functions, the train step that applies them, and aging to groups.
+
+One step, read top to bottom in ``make_train_step``:
+
+1. Aging pass, once: ``fake = G(x, target)`` (and ``G(x, source)`` for the reconstruction
+   term, decoded from the same encoding in the same call), kept with its ``jax.vjp`` so the
+   generator's loss can later be pulled back through it without running it again.
+2. Discriminator update on ``D_loss(real, stop_gradient(fake))``; every ``r1_every`` steps
+   the lazy R1 penalty is added, scaled by ``r1_every`` (StyleGAN2's lazy regularisation).
+3. Generator update: ``G_loss`` is a function of the aging pass's outputs, the restoring
+   generator and the *updated* discriminator; its gradient w.r.t. those outputs is pulled back
+   through step 1's vjp, and added to the restoring pass's gradient when weights are shared.
+4. EMA of the generator weights; an update whose losses or gradients are not finite is skipped.
+
+The loss functions are pure functions of arrays and parameters, importable and testable alone.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
 
 from flax import nnx
 import jax
@@ -9,15 +27,103 @@ import ml_collections
 import optax
 
 from faceaging import losses
-from faceaging.train_state import Graphs, Optimizers, TrainState, restoring_params
+from faceaging.pixels import to_float, to_uint8
+from faceaging.train_state import Graphs, Optimizers, TrainState
+
+__all__ = ["LossWeights", "AgingOutputs", "d_loss", "r1_loss", "g_loss", "ema_update",
+           "make_train_step", "make_age_all_groups", "to_float", "to_uint8"]
+
+R1_SCHEDULES = ("lazy", "always", "never")
 
 
-def to_float(images_uint8, dtype):
-    return (images_uint8.astype(jnp.float32) / 127.5 - 1.0).astype(dtype)
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    adversarial: float = 1.0
+    age: float = 1.0
+    cycle: float = 10.0
+    identity: float = 1.0
+    reconstruction: float = 10.0
+    preserve: float = 0.0
+    r1_gamma: float = 10.0
+    r1_every: int = 16
+
+    @classmethod
+    def from_config(cls, loss: ml_collections.ConfigDict) -> "LossWeights":
+        return cls(**{f.name: loss[f.name] for f in dataclasses.fields(cls)})
 
 
-def to_uint8(images):
-    return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+class AgingOutputs(NamedTuple):
+    fake: jax.Array  # G(x, target), float32 in [-1, 1]
+    identity: jax.Array  # the encoder's features of x
+    reconstructed: jax.Array | None  # G(x, source), when the reconstruction term is on
+
+
+Generate = Callable  # (params, images, age_code) -> (aged float32 images, identity features)
+Discriminate = Callable  # (params, images) -> (per-group adversarial logits, age logits)
+
+
+def d_loss(d_params, discriminate: Discriminate, real, fake, source, target, w: LossWeights):
+    """Non-saturating D loss on real images (their source group's logit) and fakes (their
+    target group's), plus age-group classification of the real images. -> (total, metrics)."""
+    adv, cls = discriminate(d_params, jnp.concatenate([real, fake.astype(real.dtype)]))
+    n = real.shape[0]
+    adv_real = losses.adversarial_real(adv[:n], source)
+    adv_fake = losses.adversarial_fake(adv[n:], target)
+    age = losses.classification(cls[:n], source)
+    total = w.adversarial * (adv_real + adv_fake) + w.age * age
+    return total, {"d/adv_real": adv_real, "d/adv_fake": adv_fake, "d/age": age,
+                   "d/age_accuracy_real": losses.accuracy(cls[:n], source)}
+
+
+def r1_loss(d_params, discriminate: Discriminate, real, source, w: LossWeights):
+    """Lazy R1, as added to the D loss on the steps it runs: 0.5 * gamma * r1_every * R1.
+    -> (scaled penalty, the unscaled R1)."""
+    r1 = losses.r1_penalty(lambda x: discriminate(d_params, x), real, source)
+    return 0.5 * w.r1_gamma * w.r1_every * r1, r1
+
+
+def g_loss(outputs: AgingOutputs, restoring_params, d_params, generate: Generate,
+           discriminate: Discriminate, real, source_code, target, w: LossWeights):
+    """The generator's loss given the aging pass's ``outputs``. -> (total, metrics).
+
+    Adversarial and age terms from D on the fakes (their target group), L1 cycle through the
+    restoring generator back to the source group, L1 between the identity features of the input
+    and of the fake, and optionally L1 reconstruction G(x, source) ~ x and preservation
+    G(x, target) ~ x.
+    """
+    fake = outputs.fake
+    cycled, identity_fake = generate(restoring_params, fake.astype(real.dtype), source_code)
+    adv, cls = discriminate(d_params, fake.astype(real.dtype))
+    terms = {"g/adv": (w.adversarial, losses.adversarial_real(adv, target)),
+             "g/age": (w.age, losses.classification(cls, target)),
+             "g/cycle": (w.cycle, losses.l1(cycled, real)),
+             "g/identity": (w.identity, losses.l1(outputs.identity, identity_fake))}
+    if w.preserve:
+        terms["g/preserve"] = (w.preserve, losses.l1(fake, real))
+    if outputs.reconstructed is not None:
+        terms["g/reconstruction"] = (w.reconstruction, losses.l1(outputs.reconstructed, real))
+    total = sum(weight * value for weight, value in terms.values())
+    return total, {**{k: v for k, (_, v) in terms.items()},
+                   "g/age_accuracy_fake": losses.accuracy(cls, target)}
+
+
+def ema_update(ema_params, params, step, decay: float):
+    """EMA of ``params`` with a warm-up: the decay is min(decay, (1 + step) / (10 + step))."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
+
+
+def aging_pass(generator: nnx.GraphDef, params, real, target_code, source_code) -> AgingOutputs:
+    """G(x, target) and, when ``source_code`` is given, G(x, source): one encoding, one batched
+    decoder call for both codes."""
+    model = nnx.merge(generator, params)
+    identity = model.encode(real)
+    if source_code is None:
+        return AgingOutputs(model.decode(real, identity, target_code), identity, None)
+    n = real.shape[0]
+    both = model.decode(jnp.concatenate([real, real]), jnp.concatenate([identity, identity]),
+                        jnp.concatenate([target_code, source_code]))
+    return AgingOutputs(both[:n], identity, both[n:])
 
 
 def _select(pred, new, old):
@@ -25,10 +131,17 @@ def _select(pred, new, old):
 
 
 def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizers: Optimizers,
-                    num_groups: int):
-    """Returns ``train_step(state, batch) -> (state, metrics)``: a D update, then a G update."""
-    w = config.loss
+                    num_groups: int, r1: str = "lazy"):
+    """Returns ``train_step(state, batch) -> (state, metrics)``: a D update, then a G update.
+
+    ``r1``: 'lazy' applies R1 every ``config.loss.r1_every`` steps (training); 'always' and
+    'never' fix the choice at trace time, for counting each kind of step's work.
+    """
+    if r1 not in R1_SCHEDULES:
+        raise ValueError(f"r1={r1!r}: expected one of {R1_SCHEDULES}")
+    w = LossWeights.from_config(config.loss)
     dtype = jnp.dtype(config.dtype)
+    shared = config.model.share_generators
 
     def generate(params, images, age_code):
         return nnx.merge(graphs.generator, params)(images, age_code)
@@ -36,71 +149,61 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     def discriminate(params, images):
         return nnx.merge(graphs.discriminator, params)(images)
 
-    def d_loss_fn(d_params, real, fake, src, tgt, apply_r1):
-        adv, cls = discriminate(d_params, jnp.concatenate([real, fake.astype(dtype)]))
-        n = real.shape[0]
-        adv_real = losses.adversarial_real(adv[:n], src)
-        adv_fake = losses.adversarial_fake(adv[n:], tgt)
-        age = losses.classification(cls[:n], src)
-        r1 = jax.lax.cond(apply_r1,
-                          lambda: losses.r1_penalty(lambda x: discriminate(d_params, x), real, src),
-                          lambda: jnp.zeros((), jnp.float32))
-        total = (w.adversarial * (adv_real + adv_fake) + w.age * age
-                 + 0.5 * w.r1_gamma * w.r1_every * r1)
-        return total, {"d/adv_real": adv_real, "d/adv_fake": adv_fake, "d/age": age, "d/r1": r1,
-                       "d/age_accuracy_real": losses.accuracy(cls[:n], src), "d/total": total}
-
-    def g_loss_fn(g_params, d_params, real, src_code, tgt_code, tgt):
-        fake, identity_in = generate(g_params["aging"], real, tgt_code)
-        cycled, identity_fake = generate(restoring_params(g_params), fake.astype(dtype), src_code)
-        adv, cls = discriminate(d_params, fake.astype(dtype))
-        terms = {"g/adv": losses.adversarial_real(adv, tgt),
-                 "g/age": losses.classification(cls, tgt),
-                 "g/cycle": losses.l1(cycled, real),
-                 "g/identity": losses.l1(identity_in, identity_fake)}
-        weights = {"g/adv": w.adversarial, "g/age": w.age, "g/cycle": w.cycle,
-                   "g/identity": w.identity}
-        if w.preserve:
-            terms["g/preserve"] = losses.l1(fake, real)
-            weights["g/preserve"] = w.preserve
-        if w.reconstruction:
-            reconstructed, _ = generate(g_params["aging"], real, src_code)
-            terms["g/reconstruction"] = losses.l1(reconstructed, real)
-            weights["g/reconstruction"] = w.reconstruction
-        total = sum(weights[k] * v for k, v in terms.items())
-        return total, {**terms, "g/total": total, "g/age_accuracy_fake": losses.accuracy(cls, tgt)}
+    def d_objective(d_params, real, fake, source, target, apply_r1):
+        total, metrics = d_loss(d_params, discriminate, real, fake, source, target, w)
+        penalty = lambda: r1_loss(d_params, discriminate, real, source, w)
+        nothing = lambda: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+        if r1 == "lazy":
+            scaled, raw = jax.lax.cond(apply_r1, penalty, nothing)
+        else:
+            scaled, raw = penalty() if r1 == "always" else nothing()
+        total = total + scaled
+        return total, {**metrics, "d/r1": raw, "d/total": total}
 
     def train_step(state: TrainState, batch: dict):
         real = to_float(batch["image"], dtype)
-        src, tgt = batch["source"], batch["target"]
-        src_code = jax.nn.one_hot(src, num_groups)
-        tgt_code = jax.nn.one_hot(tgt, num_groups)
+        source, target = batch["source"], batch["target"]
+        source_code = jax.nn.one_hot(source, num_groups)
+        target_code = jax.nn.one_hot(target, num_groups)
 
-        fake, _ = generate(state.g_params["aging"], real, tgt_code)
+        # 1. The aging pass, once, with its pullback.
+        outputs, pull_back = jax.vjp(
+            lambda p: aging_pass(graphs.generator, p, real, target_code,
+                                 source_code if w.reconstruction else None),
+            state.g_params["aging"])
+
+        # 2. Discriminator update (lazy R1 every r1_every steps).
         apply_r1 = state.step % w.r1_every == 0
-        (d_total, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-            state.d_params, real, jax.lax.stop_gradient(fake), src, tgt, apply_r1)
+        (d_total, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
+            state.d_params, real, jax.lax.stop_gradient(outputs.fake), source, target, apply_r1)
         d_updates, d_opt_state = optimizers.discriminator.update(d_grads, state.d_opt_state,
                                                                  state.d_params)
         d_params = optax.apply_updates(state.d_params, d_updates)
 
-        (g_total, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-            state.g_params, d_params, real, src_code, tgt_code, tgt)
+        # 3. Generator update against the updated discriminator.
+        restoring = state.g_params["aging"] if shared else state.g_params["restoring"]
+        (g_total, g_metrics), (d_outputs, restoring_grads) = jax.value_and_grad(
+            g_loss, argnums=(0, 1), has_aux=True)(
+            outputs, restoring, d_params, generate, discriminate, real, source_code, target, w)
+        (aging_grads,) = pull_back(d_outputs)
+        if shared:
+            g_grads = {"aging": jax.tree.map(jnp.add, aging_grads, restoring_grads)}
+        else:
+            g_grads = {"aging": aging_grads, "restoring": restoring_grads}
         g_updates, g_opt_state = optimizers.generator.update(g_grads, state.g_opt_state,
                                                              state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
 
-        decay = jnp.minimum(config.optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params)
-
+        # 4. EMA; skip the whole update if anything was not finite.
+        ema = ema_update(state.ema_params, g_params, state.step, config.optim.ema_decay)
         g_norm, d_norm = optax.tree.norm(g_grads), optax.tree.norm(d_grads)
         finite = jnp.isfinite(jnp.stack([d_total, g_total, g_norm, d_norm])).all()
         updated = state.replace(g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
                                 d_opt_state=d_opt_state, ema_params=ema)
         new_state = _select(finite, updated, state).replace(
             step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-        metrics = {**d_metrics, **g_metrics, "grad_norm/g": g_norm, "grad_norm/d": d_norm,
-                   "nonfinite_steps": new_state.nonfinite_steps}
+        metrics = {**d_metrics, **g_metrics, "g/total": g_total, "grad_norm/g": g_norm,
+                   "grad_norm/d": d_norm, "nonfinite_steps": new_state.nonfinite_steps}
         return new_state, metrics
 
     return train_step
@@ -110,12 +213,16 @@ def make_age_all_groups(graphs: Graphs, dtype):
     """Returns ``fn(params, images_uint8, codes) -> (N, K, H, W, 3) uint8``: each image aged to each code.
 
     ``codes`` is a (K, num_groups) array of age codes: one-hot rows for groups, or
-    mixtures of neighbouring groups for smooth traversals.
+    mixtures of neighbouring groups for smooth traversals. Each image is encoded once and
+    decoded K times.
     """
     def age_all(params, images, codes):
         n, k = images.shape[0], codes.shape[0]
-        x = jnp.repeat(to_float(images, dtype), k, axis=0)
-        aged, _ = nnx.merge(graphs.generator, params)(x, jnp.tile(codes, (n, 1)))
+        x = to_float(images, dtype)
+        model = nnx.merge(graphs.generator, params)
+        identity = model.encode(x)
+        aged = model.decode(jnp.repeat(x, k, axis=0), jnp.repeat(identity, k, axis=0),
+                            jnp.tile(codes, (n, 1)))
         return to_uint8(aged).reshape(n, k, *aged.shape[1:])
 
     return age_all

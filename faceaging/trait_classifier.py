@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from faceaging import age_estimator, datasets, input_pipeline, schedules, steps
+from faceaging import age_estimator, datasets, input_pipeline, pixels, schedules
 from faceaging.datasets import synthfaces
 
 TRAITS = {"skin": 5, "hair_style": 3, "eye_colour": 5}  # classes per trait
@@ -60,7 +60,7 @@ def rendered_training_set(config):
 
 
 def predict_traits(graph, params, images_uint8):
-    logits = nnx.merge(graph, params)(steps.to_float(images_uint8, jnp.float32))
+    logits = nnx.merge(graph, params)(pixels.to_float(images_uint8, jnp.float32))
     return jnp.stack([jnp.argmax(part, axis=-1) for part in jnp.split(logits, SPLITS, axis=-1)], axis=-1)
 
 

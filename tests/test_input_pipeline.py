@@ -77,3 +77,13 @@ def test_batch_size_must_split_over_devices(tiny_config):
     tiny_config.mesh.num_devices = -1
     with pytest.raises(ValueError, match="batch_size=12 must be divisible"):
         mesh_lib.make_mesh(tiny_config)
+
+
+def test_worker_count_auto_is_in_process_on_cpu_and_explicit_counts_are_kept():
+    import pytest
+    from faceaging import input_pipeline
+
+    assert input_pipeline.resolve_worker_count(-1) == 0  # tests run on the CPU backend
+    assert input_pipeline.resolve_worker_count(3) == 3
+    with pytest.raises(ValueError, match="worker_count=-2"):
+        input_pipeline.resolve_worker_count(-2)

@@ -1,0 +1,138 @@
+"""The GAN algorithm's pieces alone: each loss, R1, EMA, and the fused step's gradients."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from faceaging import config as config_lib, steps, train_state
+from faceaging.train_state import Optimizers
+
+W = steps.LossWeights(adversarial=1.0, age=2.0, cycle=3.0, identity=4.0, reconstruction=5.0,
+                      preserve=6.0, r1_gamma=10.0, r1_every=4)
+GROUPS = 3
+
+
+def logits_for(values):
+    """A discriminator that ignores its input and returns fixed (adv, cls) logits per image."""
+    adv, cls = (jnp.asarray(v, jnp.float32) for v in values)
+
+    def discriminate(params, images):
+        del params
+        n = images.shape[0]
+        return jnp.tile(adv, (n // adv.shape[0], 1)), jnp.tile(cls, (n // cls.shape[0], 1))
+    return discriminate
+
+
+def test_d_loss_uses_the_source_logit_for_reals_and_the_target_logit_for_fakes():
+    adv = [[5.0, -1.0, 0.0], [0.0, 2.0, -3.0],  # reals: own (source) groups 0 and 1
+           [-7.0, 0.5, 9.0], [4.0, 0.0, 1.5]]  # fakes: target groups 2 and 0
+    cls = [[2.0, 0.0, 0.0]] * 4
+    real = jnp.zeros((2, 4, 4, 3))
+    total, m = steps.d_loss(None, logits_for((adv, cls)), real, real, jnp.array([0, 1]),
+                            jnp.array([2, 0]), W)
+    softplus = lambda x: np.log1p(np.exp(x))
+    np.testing.assert_allclose(m["d/adv_real"], (softplus(-5.0) + softplus(-2.0)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(m["d/adv_fake"], (softplus(9.0) + softplus(4.0)) / 2, rtol=1e-6)
+    ce = optax.losses.softmax_cross_entropy_with_integer_labels(jnp.array(cls[:2]), jnp.array([0, 1]))
+    np.testing.assert_allclose(m["d/age"], ce.mean(), rtol=1e-6)
+    np.testing.assert_allclose(total, m["d/adv_real"] + m["d/adv_fake"] + W.age * m["d/age"], rtol=1e-6)
+    assert m["d/age_accuracy_real"] == 0.5
+
+
+def test_r1_is_zero_for_a_constant_discriminator_and_exact_for_a_linear_one():
+    real = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3)), jnp.float32)
+    scaled, raw = steps.r1_loss(None, logits_for(([[1.0, 2.0, 3.0]], [[0.0, 0.0, 0.0]])), real,
+                                jnp.array([0, 2]), W)
+    assert float(raw) == 0.0 and float(scaled) == 0.0
+
+    a = jnp.asarray(np.random.default_rng(1).normal(size=(GROUPS, 4, 4, 3)), jnp.float32)
+
+    def linear(params, images):  # group g's logit is <a_g, x>
+        del params
+        adv = jnp.einsum("nhwc,ghwc->ng", images, a)
+        return adv, jnp.zeros_like(adv)
+
+    source = jnp.array([0, 2])
+    scaled, raw = steps.r1_loss(None, linear, real, source, W)
+    expected = np.mean([np.sum(np.square(a[g])) for g in (0, 2)])  # |grad_x <a_g, x>|^2 = |a_g|^2
+    np.testing.assert_allclose(raw, expected, rtol=1e-5)
+    np.testing.assert_allclose(scaled, 0.5 * W.r1_gamma * W.r1_every * expected, rtol=1e-5)
+
+
+def test_g_loss_weights_each_term_and_uses_the_target_logit():
+    rng = np.random.default_rng(0)
+    real = jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)), jnp.float32)
+    fake = jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)), jnp.float32)
+    identity = jnp.asarray(rng.normal(size=(2, 2, 2, 5)), jnp.float32)
+    reconstructed = real + 0.25
+    outputs = steps.AgingOutputs(fake, identity, reconstructed)
+
+    def generate(params, images, code):  # cycles back perfectly; identity features shift by 1
+        del params, code
+        return images * 0 + real, identity + 1.0
+
+    adv = [[3.0, -2.0, 0.0], [1.0, 0.0, 4.0]]
+    cls = [[0.0, 5.0, 0.0], [0.0, 0.0, 5.0]]
+    target = jnp.array([1, 2])
+    total, m = steps.g_loss(outputs, None, None, generate, logits_for((adv, cls)), real,
+                            jax.nn.one_hot(jnp.array([0, 0]), GROUPS), target, W)
+    softplus = lambda x: np.log1p(np.exp(x))
+    np.testing.assert_allclose(m["g/adv"], (softplus(2.0) + softplus(-4.0)) / 2, rtol=1e-6)
+    assert float(m["g/cycle"]) == 0.0
+    np.testing.assert_allclose(m["g/identity"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(m["g/reconstruction"], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(m["g/preserve"], np.abs(np.asarray(fake - real)).mean(), rtol=1e-6)
+    assert m["g/age_accuracy_fake"] == 1.0
+    expected = (m["g/adv"] + W.age * m["g/age"] + W.identity * 1.0 + W.reconstruction * 0.25
+                + W.preserve * m["g/preserve"])
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
+def test_ema_update_warms_up_then_uses_the_decay():
+    ema, params = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
+    np.testing.assert_allclose(steps.ema_update(ema, params, 0, 0.999)["w"], 1 - 0.1)  # (1+0)/(10+0)
+    np.testing.assert_allclose(steps.ema_update(ema, params, 10 ** 6, 0.999)["w"], 1 - 0.999, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(shared):
+    """The step runs the aging pass once and pulls G's loss back through its vjp; with SGD at
+    rate 1 the parameter change is minus the gradient, which must equal the gradient of the
+    loss written the direct way (aging pass inside the differentiated function)."""
+    config = config_lib.tiny(config_lib.base_config())
+    config.model.share_generators = shared
+    config.loss.preserve = 1.0
+    optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
+    abstract, graphs = train_state.abstract_state(config, GROUPS, optimizers)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state = train_state.create_train_state(config, GROUPS, optimizers,
+                                           train_state.state_shardings(abstract, one_device))
+    step = jax.jit(steps.make_train_step(config, graphs, optimizers, GROUPS, r1="never"))
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+             "source": np.array([0, 1, 2, 0], np.int32), "target": np.array([1, 2, 0, 2], np.int32)}
+    new, metrics = step(state, batch)
+    assert int(new.nonfinite_steps) == 0
+
+    w = steps.LossWeights.from_config(config.loss)
+    real = steps.to_float(batch["image"], jnp.float32)
+    src_code, tgt_code = (jax.nn.one_hot(batch[k], GROUPS) for k in ("source", "target"))
+    generate = lambda p, x, c: nnx.merge(graphs.generator, p)(x, c)
+    discriminate = lambda p, x: nnx.merge(graphs.discriminator, p)(x)
+
+    def whole_loss(g_params):
+        outputs = steps.aging_pass(graphs.generator, g_params["aging"], real, tgt_code, src_code)
+        restoring = g_params["aging"] if shared else g_params["restoring"]
+        return steps.g_loss(outputs, restoring, new.d_params, generate, discriminate, real,
+                            src_code, jnp.asarray(batch["target"]), w)[0]
+
+    expected = jax.grad(whole_loss)(state.g_params)
+    applied = jax.tree.map(lambda old, upd: old - upd, state.g_params, new.g_params)
+    assert set(applied) == ({"aging"} if shared else {"aging", "restoring"})
+    for got, want in zip(jax.tree.leaves(applied), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-6)
+    np.testing.assert_allclose(metrics["grad_norm/g"], optax.tree.norm(expected), rtol=1e-4)
+    assert float(metrics["d/r1"]) == 0.0
