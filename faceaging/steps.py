@@ -28,10 +28,10 @@ import optax
 
 from faceaging import losses
 from faceaging.pixels import to_float, to_uint8
-from faceaging.train_state import Graphs, Optimizers, TrainState
+from faceaging.train_state import Graphs, Optimizers, TrainState, restoring_params
 
 __all__ = ["LossWeights", "AgingOutputs", "d_loss", "r1_loss", "g_loss", "ema_update",
-           "make_train_step", "make_age_all_groups", "to_float", "to_uint8"]
+           "make_train_step", "make_age_all_groups"]
 
 R1_SCHEDULES = ("lazy", "always", "never")
 
@@ -82,7 +82,7 @@ def r1_loss(d_params, discriminate: Discriminate, real, source, w: LossWeights):
     return 0.5 * w.r1_gamma * w.r1_every * r1, r1
 
 
-def g_loss(outputs: AgingOutputs, restoring_params, d_params, generate: Generate,
+def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
            discriminate: Discriminate, real, source_code, target, w: LossWeights):
     """The generator's loss given the aging pass's ``outputs``. -> (total, metrics).
 
@@ -92,7 +92,7 @@ def g_loss(outputs: AgingOutputs, restoring_params, d_params, generate: Generate
     G(x, target) ~ x.
     """
     fake = outputs.fake
-    cycled, identity_fake = generate(restoring_params, fake.astype(real.dtype), source_code)
+    cycled, identity_fake = generate(restoring, fake.astype(real.dtype), source_code)
     adv, cls = discriminate(d_params, fake.astype(real.dtype))
     terms = {"g/adv": (w.adversarial, losses.adversarial_real(adv, target)),
              "g/age": (w.age, losses.classification(cls, target)),
@@ -181,7 +181,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         d_params = optax.apply_updates(state.d_params, d_updates)
 
         # 3. Generator update against the updated discriminator.
-        restoring = state.g_params["aging"] if shared else state.g_params["restoring"]
+        restoring = restoring_params(state.g_params)
         (g_total, g_metrics), (d_outputs, restoring_grads) = jax.value_and_grad(
             g_loss, argnums=(0, 1), has_aux=True)(
             outputs, restoring, d_params, generate, discriminate, real, source_code, target, w)

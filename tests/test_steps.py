@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from faceaging import config as config_lib, steps, train_state
+from faceaging import config as config_lib, pixels, steps, train_state
 from faceaging.train_state import Optimizers
 
 W = steps.LossWeights(adversarial=1.0, age=2.0, cycle=3.0, identity=4.0, reconstruction=5.0,
@@ -118,14 +118,14 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     assert int(new.nonfinite_steps) == 0
 
     w = steps.LossWeights.from_config(config.loss)
-    real = steps.to_float(batch["image"], jnp.float32)
+    real = pixels.to_float(batch["image"], jnp.float32)
     src_code, tgt_code = (jax.nn.one_hot(batch[k], GROUPS) for k in ("source", "target"))
     generate = lambda p, x, c: nnx.merge(graphs.generator, p)(x, c)
     discriminate = lambda p, x: nnx.merge(graphs.discriminator, p)(x)
 
     def whole_loss(g_params):
         outputs = steps.aging_pass(graphs.generator, g_params["aging"], real, tgt_code, src_code)
-        restoring = g_params["aging"] if shared else g_params["restoring"]
+        restoring = train_state.restoring_params(g_params)
         return steps.g_loss(outputs, restoring, new.d_params, generate, discriminate, real,
                             src_code, jnp.asarray(batch["target"]), w)[0]
 
