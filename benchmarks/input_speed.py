@@ -32,10 +32,8 @@ flags.DEFINE_string("json", None, "Append the figures as JSON lines to this file
 
 
 def loader_rate(config, source, num_groups: int, workers: int, batches: int) -> dict:
-    config = config.copy_and_resolve_references()
-    config.data.worker_count = workers
     start = time.perf_counter()
-    iterator = iter(input_pipeline.make_train_loader(config, source, num_groups))
+    iterator = iter(input_pipeline.make_train_loader(config, source, num_groups, worker_count=workers))
     next(iterator)
     first = time.perf_counter() - start
     start = time.perf_counter()

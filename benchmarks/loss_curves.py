@@ -33,7 +33,7 @@ def record(config, num_steps: int) -> dict:
     builder = datasets.prepare(config)
     source = input_pipeline.open_split(builder, "train", schedule)
     iterator = iter(input_pipeline.make_train_loader(config, source, schedule.num_groups))
-    mesh = mesh_lib.make_mesh(config)
+    mesh = mesh_lib.make_mesh(config.mesh.num_devices)
     optimizers = train_state.make_optimizers(config)
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
     shardings = train_state.state_shardings(abstract, mesh_lib.replicated(mesh))

@@ -23,7 +23,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
-from faceaging import perf, predict, schedules, train_state
+from faceaging import aging, mesh as mesh_lib, perf, predict, run as run_lib, schedules, train_state
 
 config_flags.DEFINE_config_file("config", None, "Config file (random weights) instead of --workdir.",
                                 lock_config=True)
@@ -36,13 +36,14 @@ flags.DEFINE_string("json", None, "Append the device figures as one JSON line to
 
 
 def _fresh_generator(config):
+    """(generator graph, EMA params, schedule) of a newly initialised model of ``config``."""
     schedule = schedules.get_schedule(config.data.schedule)
     optimizers = train_state.make_optimizers(config)
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state = train_state.create_train_state(config, schedule.num_groups, optimizers,
                                            train_state.state_shardings(abstract, sharding))
-    return config, schedule, graphs, state.ema_params["aging"], 0
+    return graphs.generator, state.ema_params["aging"], schedule
 
 
 def main(_):
@@ -50,27 +51,27 @@ def main(_):
     if (f.config is None) == (f.workdir is None):
         raise app.UsageError("pass exactly one of --workdir (a trained run) or --config")
     if f.workdir:
-        config, schedule, graphs, params, step = predict.load_ema_generator(f.workdir, dtype=f.dtype)
+        trained = run_lib.load(f.workdir)
+        config, schedule, step = trained.config, trained.schedule, trained.step
+        generator, params = trained.generator, trained.params("aging")
     else:
-        config = f.config.copy_and_resolve_references()
-        if f.dtype:
-            config.dtype = f.dtype
-        config, schedule, graphs, params, step = _fresh_generator(config)
-    config.train.batch_size = f.batch_size
-    ager = predict.Ager(config, graphs, params)
-    codes = np.eye(schedule.num_groups, dtype=np.float32)
+        config, step = f.config, 0
+        generator, params, schedule = _fresh_generator(config)
+    dtype = f.dtype or config.dtype
+    ager = aging.Ager(generator, dtype, mesh_lib.make_mesh(config.mesh.num_devices))
+    params = ager.place_params(params)
+    codes = jax.numpy.asarray(np.eye(schedule.num_groups, dtype=np.float32))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (f.batch_size, config.image_size, config.image_size, 3), dtype=np.uint8)
-    placed = jax.device_put(images, ager.sharding)
-    codes_device = jax.numpy.asarray(codes)
-    lowered, compiled, compile_s = perf.compile_timed(ager._fn, ager.params, placed, codes_device)
-    perf.time_calls(lambda: compiled(ager.params, placed, codes_device), 1)  # warm-up
-    timing = perf.time_calls(lambda: compiled(ager.params, placed, codes_device), f.batches)
+    placed = ager.place_images(images)
+    lowered, compiled, compile_s = perf.compile_timed(ager.age_all, params, placed, codes)
+    perf.time_calls(lambda: compiled(params, placed, codes), 1)  # warm-up
+    timing = perf.time_calls(lambda: compiled(params, placed, codes), f.batches)
     device = ager.mesh.devices.flat[0]
-    rates = perf.rates(perf.flops(lowered), timing.mean, device, config.dtype, ager.mesh.size)
+    rates = perf.rates(perf.flops(lowered), timing.mean, device, dtype, ager.mesh.size)
     n, k = f.batch_size, schedule.num_groups
     result = {"device": device.device_kind, "devices": ager.mesh.size, "step": step,
-              "image_size": config.image_size, "groups": k, "batch": n, "dtype": config.dtype,
+              "image_size": config.image_size, "groups": k, "batch": n, "dtype": dtype,
               "compile_s": compile_s, "input_img_per_s": n / timing.mean,
               "aged_img_per_s": n * k / timing.mean, "mean_ms": timing.mean * 1e3, **rates,
               "peak_memory_gb": None if (m := perf.peak_memory_bytes(device)) is None else m / 2 ** 30}
@@ -78,7 +79,7 @@ def main(_):
     tflop = "n/a" if rates["tflop"] is None else f"{rates['tflop']:.3f}"
     tflops = "n/a" if rates["tflops"] is None else f"{rates['tflops']:.2f}"
     print(f"device | {device.device_kind} x{ager.mesh.size} | step {step} | {config.image_size}px x "
-          f"{k} groups | batch {n} {config.dtype} | compile {compile_s:.1f}s | "
+          f"{k} groups | batch {n} {dtype} | compile {compile_s:.1f}s | "
           f"{result['input_img_per_s']:.1f} input img/s ({result['aged_img_per_s']:.1f} aged img/s) "
           f"| {tflop} TFLOP/batch, {tflops} TFLOP/s, MFU {mfu}", flush=True)
     if f.json:

@@ -17,7 +17,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from faceaging import age_estimator, evaluate, trait_classifier, train
+from faceaging import age_estimator, evaluate, files, trait_classifier, train
+from faceaging.workdir import Workdir
 
 config_flags.DEFINE_config_file("config", "configs/synthfaces.py", "SynthFaces config.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/quality_synthfaces", "Where the run and its evaluation go.")
@@ -39,14 +40,14 @@ def main(_):
                    estimator_mae_real=estimator["estimator_mae_real"], **traits,
                    step=report["step"], train_seconds_this_run=train_seconds,
                    total_seconds=time.perf_counter() - start)
-    print(open(os.path.join(workdir, "eval", f"{report['step']}.md")).read())
+    run_dir = Workdir(workdir)
+    print(open(run_dir.eval_report(report["step"], ".md")).read())
     print(f"SynthFaces step {report['step']}: age-group accuracy {quality['age_group_accuracy']:.1%} "
           f"(estimator on reals {quality['estimator_accuracy_real']:.1%}), ground-truth L1 "
           f"{quality['gt_l1']:.2f} vs input {quality['gt_l1_baseline_input']:.2f} / mean "
           f"{quality['gt_l1_baseline_mean']:.2f}, trait agreement {quality['trait_agreement']:.1%}")
-    path = os.path.join(os.path.abspath(workdir), "quality.json")
-    with open(path, "w") as f:
-        json.dump(quality, f, indent=2)
+    path = os.path.join(run_dir.root, "quality.json")
+    files.write_text(path, json.dumps(quality, indent=2))
     print(path)
 
 

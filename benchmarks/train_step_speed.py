@@ -42,7 +42,7 @@ def random_batch(config, groups: int, sharding) -> dict:
 
 def measure(config, num_steps: int) -> dict:
     groups = schedules.get_schedule(config.data.schedule).num_groups
-    mesh = mesh_lib.make_mesh(config)
+    mesh = mesh_lib.make_mesh(config.mesh.num_devices)
     optimizers = train_state.make_optimizers(config)
     abstract, graphs = train_state.abstract_state(config, groups, optimizers)
     shardings = train_state.state_shardings(abstract, mesh_lib.replicated(mesh))

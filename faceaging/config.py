@@ -1,8 +1,13 @@
 """The base config tree every part of faceaging reads; ``configs/*.py`` adjust it."""
 
+from __future__ import annotations
+
+import json
 import os
 
 import ml_collections
+
+from faceaging import files
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -71,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.traits.learning_rate = 1e-3
 
     c.eval = ml_collections.ConfigDict()
+    # faceaging.evaluators modules run by --mode=eval, in report order (those that do not apply
+    # to the dataset, e.g. synthfaces_truth on UTKFace, are left out silently)
+    c.eval.evaluators = "age,cycle,identity,fid_kid,synthfaces_truth,traits"
     c.eval.num_images = 128  # validation images evaluated
     c.eval.batch_size = 64  # images per feature-network call
     c.eval.weights_dir = os.path.expanduser("~/.cache/faceaging/weights")  # where "" paths look
@@ -118,3 +126,34 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval.update(dict(num_images=8, batch_size=8, fid_image_size=75, fid_num_real=16,
                        kid_subsets=4, kid_subset_size=16))
     return c
+
+
+def save(config: ml_collections.ConfigDict, path: str) -> None:
+    """Writes ``config`` as JSON, atomically."""
+    files.write_text(path, config.to_json(indent=2))
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys |= _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
+def load(path: str) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """(config, fields filled from today's defaults) of a config JSON written by ``save``.
+
+    Fields added to ``base_config`` after the run was trained are missing from its JSON and take
+    their defaults; their dotted names are returned so callers can say so.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: its folder holds no faceaging training run")
+    with open(path) as f:
+        saved = json.load(f)
+    config = base_config()
+    defaults = json.loads(config.to_json())
+    config.update(saved)
+    return config, sorted(_leaf_keys(defaults) - _leaf_keys(saved))

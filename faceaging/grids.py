@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from faceaging import files
 
 PAD = 2
 MIN_CELL = 96  # smaller cells are enlarged (nearest neighbour) so faces and labels stay legible
@@ -54,14 +53,6 @@ def aging_grid(inputs: np.ndarray, aged: np.ndarray, labels) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str) -> None:
-    """Writes a PNG atomically (a temp file renamed into place), creating parent folders."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes a PNG atomically, creating parent folders."""
+    with files.atomic_write(path) as f:
+        Image.fromarray(image).save(f, format="PNG")

@@ -134,9 +134,11 @@ def resolve_worker_count(requested: int) -> int:
     return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 1))
 
 
-def make_train_loader(config: ml_collections.ConfigDict, source: GroupedSource,
-                      num_groups: int) -> grain.DataLoader:
-    """An endless, shuffled, per-process loader of training batches."""
+def make_train_loader(config: ml_collections.ConfigDict, source: GroupedSource, num_groups: int,
+                      batch_size: int | None = None, worker_count: int | None = None) -> grain.DataLoader:
+    """An endless, shuffled, per-process loader of training batches of ``batch_size`` images
+    globally (default ``config.train.batch_size``), decoded by ``worker_count`` processes
+    (default ``config.data.worker_count``)."""
     if len(source) == 0:
         raise ValueError(f"no training images of {config.data.name!r} fall into any group of "
                          f"schedule {config.data.schedule!r}")
@@ -147,8 +149,10 @@ def make_train_loader(config: ml_collections.ConfigDict, source: GroupedSource,
     return grain.DataLoader(
         data_source=source, sampler=sampler,
         operations=[Decode(config.image_size), FlipAndDrawTarget(probs, config.data.random_flip),
-                    grain.Batch(process_batch_size(config.train.batch_size), drop_remainder=True)],
-        worker_count=resolve_worker_count(config.data.worker_count))
+                    grain.Batch(process_batch_size(batch_size or config.train.batch_size),
+                                drop_remainder=True)],
+        worker_count=resolve_worker_count(
+            config.data.worker_count if worker_count is None else worker_count))
 
 
 def sample_batch(source: GroupedSource, count: int, image_size: int) -> dict:

@@ -20,9 +20,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from faceaging import age_estimator, align, dataset_reports, evaluate, grids, predict, run_all, train
-from faceaging import trait_classifier
+from faceaging import age_estimator, align, contact_sheet, dataset_stats, evaluate, predict, run_all
+from faceaging import trait_classifier, train
 from faceaging.datasets import utkface
+from faceaging.workdir import Workdir
 from faceaging.weight_files import WeightsError
 
 FLAGS = flags.FLAGS
@@ -77,6 +78,59 @@ def enable_compilation_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def _train():
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def _predict():
+    if not FLAGS.input or not FLAGS.output_dir:
+        raise app.UsageError("--mode=predict needs --input and --output_dir")
+    summary = predict.predict(
+        FLAGS.workdir, FLAGS.input, FLAGS.output_dir, checkpoint=FLAGS.checkpoint,
+        target_groups=FLAGS.target_groups, target_ages=FLAGS.target_ages, gif=FLAGS.gif,
+        overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
+        aligned=FLAGS.aligned, paste_back=FLAGS.paste_back)
+    print(f"done: {summary.done}, skipped (outputs exist): {summary.skipped}, "
+          f"failed: {summary.failed} -> {FLAGS.output_dir}")
+    if not summary.ok:
+        sys.exit(predict.EXIT_SOME_FAILED)
+
+
+def _all():
+    print(f"Aging grid of held-out faces: {run_all.run_all(FLAGS.config, FLAGS.workdir)}")
+
+
+def _stats():
+    stats, path = dataset_stats.write_report(FLAGS.config, FLAGS.workdir)
+    print(json.dumps(stats, indent=2))
+    print(f"Bar chart: {path}")
+
+
+def _contact_sheet():
+    path = contact_sheet.write_contact_sheet(FLAGS.config.data.synthfaces.seed, FLAGS.sheet_identities,
+                                             [int(a) for a in FLAGS.sheet_ages], FLAGS.workdir)
+    print(f"Contact sheet: {path}")
+
+
+def _train_estimator():
+    print(json.dumps(age_estimator.train_estimator(FLAGS.config, FLAGS.workdir), indent=2))
+
+
+def _train_traits():
+    print(json.dumps(trait_classifier.train_trait_classifier(FLAGS.config, FLAGS.workdir), indent=2))
+
+
+def _eval():
+    report = evaluate.evaluate(FLAGS.workdir, FLAGS.config.eval if FLAGS.config else None)
+    print(json.dumps(report["mean"], indent=2))
+    print(f"Report: {Workdir(FLAGS.workdir).eval_report(report['step'], '.md')}")
+
+
+MODES = {"train": _train, "predict": _predict, "all": _all, "stats": _stats,
+         "contact_sheet": _contact_sheet, "train_estimator": _train_estimator,
+         "train_traits": _train_traits, "eval": _eval}
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -90,44 +144,7 @@ def main(argv):
     if FLAGS.mode not in ("predict", "eval") and FLAGS.config is None:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config")
     try:
-        if FLAGS.mode == "train":
-            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        elif FLAGS.mode == "predict":
-            if not FLAGS.input or not FLAGS.output_dir:
-                raise app.UsageError("--mode=predict needs --input and --output_dir")
-            summary = predict.predict(
-                FLAGS.workdir, FLAGS.input, FLAGS.output_dir, checkpoint=FLAGS.checkpoint,
-                target_groups=FLAGS.target_groups, target_ages=FLAGS.target_ages, gif=FLAGS.gif,
-                overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
-                aligned=FLAGS.aligned, paste_back=FLAGS.paste_back)
-            print(f"done: {summary.done}, skipped (outputs exist): {summary.skipped}, "
-                  f"failed: {summary.failed} -> {FLAGS.output_dir}")
-            if not summary.ok:
-                sys.exit(predict.EXIT_SOME_FAILED)
-        elif FLAGS.mode == "train_estimator":
-            print(json.dumps(age_estimator.train_estimator(FLAGS.config, FLAGS.workdir), indent=2))
-        elif FLAGS.mode == "train_traits":
-            print(json.dumps(trait_classifier.train_trait_classifier(FLAGS.config, FLAGS.workdir), indent=2))
-        elif FLAGS.mode == "eval":
-            report = evaluate.evaluate(FLAGS.workdir, FLAGS.config.eval if FLAGS.config else None)
-            print(json.dumps(report["mean"], indent=2))
-            print(f"Report: {os.path.join(FLAGS.workdir, 'eval', str(report['step']) + '.md')}")
-        elif FLAGS.mode == "all":
-            print(f"Aging grid of held-out faces: {run_all.run_all(FLAGS.config, FLAGS.workdir)}")
-        elif FLAGS.mode == "stats":
-            stats = dataset_reports.label_counts(FLAGS.config)
-            os.makedirs(FLAGS.workdir, exist_ok=True)
-            path = os.path.join(FLAGS.workdir, "dataset_stats.png")
-            grids.save_png(dataset_reports.bar_chart(stats, f"{FLAGS.config.data.name}: all splits"), path)
-            print(json.dumps(stats, indent=2))
-            print(f"Bar chart: {path}")
-        else:
-            s = FLAGS.config.data.synthfaces
-            path = os.path.join(FLAGS.workdir, "contact_sheet.png")
-            os.makedirs(FLAGS.workdir, exist_ok=True)
-            grids.save_png(dataset_reports.contact_sheet(s.seed, FLAGS.sheet_identities,
-                                                         [int(a) for a in FLAGS.sheet_ages]), path)
-            print(f"Contact sheet: {path}")
+        MODES[FLAGS.mode]()
     except (utkface.DataNotFoundError, predict.PredictError, align.AlignmentUnavailable,
             FileNotFoundError, WeightsError) as e:
         logging.error("%s", e)

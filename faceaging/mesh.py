@@ -1,25 +1,27 @@
-"""The device mesh, built once from the config, and the shardings used with it."""
+"""The device mesh, built once, and the shardings used with it."""
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import ml_collections
 import numpy as np
 
 DATA_AXIS = "data"
 
 
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-    """A 1-D data-parallel mesh over ``config.mesh.num_devices`` devices (-1: all)."""
+def make_mesh(num_devices: int = -1) -> Mesh:
+    """A 1-D data-parallel mesh over the first ``num_devices`` devices (-1: all)."""
     devices = jax.devices()
-    n = config.mesh.num_devices
-    if n != -1:
-        if not 0 < n <= len(devices):
-            raise ValueError(f"config.mesh.num_devices={n}: expected -1 or 1..{len(devices)}")
-        devices = devices[:n]
-    if config.train.batch_size % len(devices):
-        raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by "
-                         f"the number of devices in the mesh ({len(devices)})")
+    if num_devices != -1:
+        if not 0 < num_devices <= len(devices):
+            raise ValueError(f"config.mesh.num_devices={num_devices}: expected -1 or 1..{len(devices)}")
+        devices = devices[:num_devices]
     return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """A global batch must split evenly over the mesh's data axis."""
+    if batch_size % mesh.shape[DATA_AXIS]:
+        raise ValueError(f"config.train.batch_size={batch_size} must be divisible by the number "
+                         f"of devices in the mesh ({mesh.shape[DATA_AXIS]})")
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

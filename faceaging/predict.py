@@ -17,15 +17,12 @@ import os
 import threading
 
 from absl import logging
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image
 import tqdm
 
-from faceaging import align, checkpointing, grids, image_io, mesh as mesh_lib, schedules, steps
-from faceaging import train, train_state
+from faceaging import align, files, grids, image_io, run as run_lib, schedules
+from faceaging import workdir as workdir_lib
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 GIF_FRAMES_PER_GROUP = 6
@@ -93,38 +90,17 @@ def select_targets(schedule: schedules.AgeSchedule, target_groups: str = "all",
     return sorted(set(groups))
 
 
-def resolve_checkpoint(workdir: str | None, checkpoint: str | None) -> tuple[str, int | None]:
-    """(workdir, step or None for latest) from ``--workdir`` or ``--checkpoint=WORKDIR/checkpoints/STEP``."""
+def checkpoint_path(workdir: str | None, checkpoint: str | None) -> str:
+    """What to load: ``--checkpoint=WORKDIR/checkpoints/STEP`` (checked) or ``--workdir``."""
     if checkpoint:
-        path = os.path.abspath(checkpoint.rstrip("/"))
-        step_dir, name = os.path.split(path)
-        if not name.isdigit() or os.path.basename(step_dir) != "checkpoints":
-            raise PredictError(f"--checkpoint {checkpoint!r}: expected WORKDIR/checkpoints/STEP")
-        return os.path.dirname(step_dir), int(name)
+        try:
+            workdir_lib.of_checkpoint(checkpoint)
+        except ValueError:
+            raise PredictError(f"--checkpoint {checkpoint!r}: expected WORKDIR/checkpoints/STEP") from None
+        return checkpoint
     if not workdir:
         raise PredictError("pass --workdir (latest checkpoint) or --checkpoint=WORKDIR/checkpoints/STEP")
-    return workdir, None
-
-
-def load_ema_generator(workdir: str, step: int | None = None, dtype: str | None = None,
-                       all_generators: bool = False):
-    """(config, schedule, graphs, EMA params, step) of a checkpoint: the aging generator's params,
-    or with ``all_generators`` the dict of both generators' params."""
-    config = train.load_config(workdir)
-    if dtype:
-        config.dtype = dtype
-    schedule = schedules.get_schedule(config.data.schedule)
-    abstract, graphs = train_state.abstract_state(config, schedule.num_groups,
-                                                  train_state.make_optimizers(config))
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    manager = checkpointing.make_manager(workdir, read_only=True)
-    target = checkpointing.with_shardings(abstract, train_state.state_shardings(abstract, sharding))
-    state = checkpointing.restore(manager, target, step=step)
-    if state is None:
-        raise PredictError(f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}: train first")
-    logging.info("Loaded EMA generator of step %d from %s", int(state.step), workdir)
-    params = state.ema_params if all_generators else state.ema_params["aging"]
-    return config, schedule, graphs, params, int(state.step)
+    return workdir
 
 
 def interpolation_codes(num_groups: int, groups: list[int], frames_per_group: int) -> np.ndarray:
@@ -135,22 +111,6 @@ def interpolation_codes(num_groups: int, groups: list[int], frames_per_group: in
         for t in np.linspace(0, 1, frames_per_group + 1)[1:]:
             codes.append((1 - t) * eye[a] + t * eye[b])
     return np.stack(codes)
-
-
-class Ager:
-    """Ages batches on every device of a data-parallel mesh (batches padded to fit)."""
-
-    def __init__(self, config: ml_collections.ConfigDict, graphs, params):
-        self.mesh = mesh_lib.make_mesh(config)
-        replicated, self.sharding = mesh_lib.replicated(self.mesh), mesh_lib.data_sharded(self.mesh)
-        self.params = jax.device_put(params, replicated)
-        self._fn = jax.jit(steps.make_age_all_groups(graphs, jnp.dtype(config.dtype)),
-                           in_shardings=(replicated, self.sharding, replicated), out_shardings=self.sharding)
-
-    def __call__(self, images: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        n, devices = len(images), self.mesh.size
-        padded = np.concatenate([images, np.repeat(images[:1], -n % devices, axis=0)])
-        return np.asarray(self._fn(self.params, jax.device_put(padded, self.sharding), jnp.asarray(codes)))[:n]
 
 
 def _outputs(output_dir: str, relative: str, labels, gif: bool, paste_back: bool) -> dict:
@@ -164,12 +124,10 @@ def _outputs(output_dir: str, relative: str, labels, gif: bool, paste_back: bool
 
 def save_gif(frames: np.ndarray, path: str) -> None:
     """A looping there-and-back GIF of (T, H, W, 3) uint8 frames, written atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
     images = [Image.fromarray(f) for f in grids.enlarge(frames)]
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:] + images[-2:0:-1],
-                   duration=GIF_FRAME_MS, loop=0)
-    os.replace(tmp, path)
+    with files.atomic_write(path) as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:] + images[-2:0:-1],
+                       duration=GIF_FRAME_MS, loop=0)
 
 
 class Loader:
@@ -206,15 +164,18 @@ def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint
     if aligned and paste_back:
         raise PredictError("--paste_back needs detection: drop --aligned")
     aligner = None if aligned else align.FaceAligner()
-    workdir, step = resolve_checkpoint(workdir, checkpoint)
+    path = checkpoint_path(workdir, checkpoint)
     inputs = list_inputs(input_spec)
-    config, schedule, graphs, params, _ = load_ema_generator(workdir, step, dtype)
+    try:
+        trained = run_lib.load(path)
+    except run_lib.NoCheckpointError as e:
+        raise PredictError(str(e)) from None
+    schedule, config = trained.schedule, trained.config
     groups = select_targets(schedule, target_groups, target_ages)
     labels = [schedule.labels[g] for g in groups]
-    batch_size = batch_size or config.train.batch_size
-    devices = jax.device_count() if config.mesh.num_devices == -1 else config.mesh.num_devices
-    config.train.batch_size = -(-batch_size // devices) * devices  # the mesh splits it evenly
-    ager = Ager(config, graphs, params)
+    ager = trained.ager(config.mesh.num_devices, dtype)
+    params = ager.place_params(trained.params("aging"))
+    batch_size = -(-(batch_size or config.train.batch_size) // ager.mesh.size) * ager.mesh.size
     codes = np.eye(schedule.num_groups, dtype=np.float32)[groups]
     gif_codes = interpolation_codes(schedule.num_groups, groups, GIF_FRAMES_PER_GROUP) if gif else None
 
@@ -228,7 +189,7 @@ def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint
         else:
             todo.append((path, out))
 
-    chunks = [todo[i:i + config.train.batch_size] for i in range(0, len(todo), config.train.batch_size)]
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool, \
             tqdm.tqdm(total=len(todo), unit="img", desc="aging") as bar:
         # Decoding of the next chunk overlaps with device work on the current one.
@@ -246,8 +207,8 @@ def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint
                     good.append((out, face))
             if good:
                 images = np.stack([crop for _, (crop, _, _) in good])
-                aged = ager(images, codes)
-                frames = ager(images, gif_codes) if gif else None
+                aged = ager(params, images, codes)
+                frames = ager(params, images, gif_codes) if gif else None
                 for j, (out, (crop, photo, to_crop)) in enumerate(good):
                     for k, target_path in enumerate(out["targets"]):
                         grids.save_png(aged[j, k], target_path)

@@ -209,7 +209,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     return train_step
 
 
-def make_age_all_groups(graphs: Graphs, dtype):
+def make_age_all_groups(generator: nnx.GraphDef, dtype):
     """Returns ``fn(params, images_uint8, codes) -> (N, K, H, W, 3) uint8``: each image aged to each code.
 
     ``codes`` is a (K, num_groups) array of age codes: one-hot rows for groups, or
@@ -219,7 +219,7 @@ def make_age_all_groups(graphs: Graphs, dtype):
     def age_all(params, images, codes):
         n, k = images.shape[0], codes.shape[0]
         x = to_float(images, dtype)
-        model = nnx.merge(graphs.generator, params)
+        model = nnx.merge(generator, params)
         identity = model.encode(x)
         aged = model.decode(jnp.repeat(x, k, axis=0), jnp.repeat(identity, k, axis=0),
                             jnp.tile(codes, (n, 1)))

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
 import time
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from faceaging import checkpointing, config as config_lib, datasets, grids, input_pipeline
+from faceaging import aging, checkpointing, config as config_lib, datasets, grids, input_pipeline
 from faceaging import mesh as mesh_lib, schedules
 from faceaging import steps, train_state, writer as writer_lib
+from faceaging.workdir import Workdir
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many updates were skipped because a loss or gradient was not finite."""
-
-
-def config_path(workdir: str) -> str:
-    return os.path.join(workdir, "config.json")
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    if jax.process_index() == 0:
-        tmp = config_path(workdir) + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(config.to_json(indent=2))
-        os.replace(tmp, config_path(workdir))
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in ``workdir`` was trained with (fields added since take their defaults)."""
-    path = config_path(workdir)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {workdir!r} holds no faceaging training run")
-    with open(path) as f:
-        saved = json.load(f)
-    config = config_lib.base_config()
-    config.update(saved)
-    return config
 
 
 @contextlib.contextmanager
@@ -72,8 +46,10 @@ def _mean_metrics(pending: list) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
     """Trains (resuming from ``workdir`` if it holds checkpoints) and returns the final state."""
     schedule = schedules.get_schedule(config.data.schedule)
+    run_dir = Workdir(workdir)
     builder = datasets.prepare(config)  # fails before anything is written if data is missing
-    mesh = mesh_lib.make_mesh(config)
+    mesh = mesh_lib.make_mesh(config.mesh.num_devices)
+    mesh_lib.check_batch_size(config.train.batch_size, mesh)
     replicated, data_sharded = mesh_lib.replicated(mesh), mesh_lib.data_sharded(mesh)
 
     train_source = input_pipeline.open_split(builder, "train", schedule)
@@ -91,25 +67,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     optimizers = train_state.make_optimizers(config)
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
     shardings = train_state.state_shardings(abstract, replicated)
-    os.makedirs(workdir, exist_ok=True)
-    manager = checkpointing.make_manager(workdir, config)
+    manager = checkpointing.make_manager(run_dir.checkpoints, config.train.keep_checkpoints)
     state = checkpointing.restore(
         manager, checkpointing.with_shardings(abstract, shardings), iterator)
     if state is None:
         state = train_state.create_train_state(config, schedule.num_groups, optimizers, shardings)
-    save_config(config, workdir)
+    if jax.process_index() == 0:
+        config_lib.save(config, run_dir.config)
 
     train_step = jax.jit(
         steps.make_train_step(config, graphs, optimizers, schedule.num_groups),
         in_shardings=(shardings, data_sharded), out_shardings=(shardings, replicated),
         donate_argnums=0)
-    age_all = jax.jit(steps.make_age_all_groups(graphs, jnp.dtype(config.dtype)),
-                      out_shardings=replicated)
+    ager = aging.Ager(graphs.generator, config.dtype, mesh)
     samples = input_pipeline.sample_batch(val_source, config.data.num_sample_images,
                                           config.image_size)
-    group_codes = jnp.eye(schedule.num_groups)
+    group_codes = np.eye(schedule.num_groups, dtype=np.float32)
 
-    writer = writer_lib.MetricWriter(writer_lib.tensorboard_dir(workdir))
+    writer = writer_lib.MetricWriter(run_dir.tensorboard)
     step = int(state.step)
     logging.info("Training from step %d to %d on %d device(s), global batch %d.", step,
                  config.train.steps, mesh.size, config.train.batch_size)
@@ -133,14 +108,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                         f"{int(scalars['nonfinite_steps'])} updates had non-finite losses or "
                         f"gradients (more than config.train.max_nonfinite_steps="
                         f"{config.train.max_nonfinite_steps}); the last good checkpoint is in "
-                        f"{checkpointing.checkpoint_dir(workdir)}. Lower the learning rates or use "
+                        f"{run_dir.checkpoints}. Lower the learning rates or use "
                         "config.dtype='float32'.")
             if step % config.train.sample_every == 0 or last:
-                aged = np.asarray(age_all(state.ema_params["aging"], samples["image"], group_codes))
+                aged = ager(state.ema_params["aging"], samples["image"], group_codes)
                 grid = grids.aging_grid(samples["image"], aged, schedule.labels)
                 writer.image(step, "samples/aging_grid", grid)
                 if jax.process_index() == 0:
-                    grids.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+                    grids.save_png(grid, run_dir.sample_grid(step))
             stop = preempted["stop"] or manager.reached_preemption(step)
             if step % config.train.checkpoint_every == 0 or last or stop:
                 checkpointing.save(manager, step, state, iterator, force=True)

@@ -8,8 +8,6 @@ free); reports its accuracy on the dataset's held-out split; saved under WORKDIR
 
 from __future__ import annotations
 
-import os
-
 from absl import logging
 from flax import nnx
 import jax
@@ -18,16 +16,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from faceaging import age_estimator, datasets, input_pipeline, pixels, schedules
+from faceaging import datasets, input_pipeline, pixels, schedules, small_models
 from faceaging.datasets import synthfaces
+from faceaging.workdir import Workdir
 
 TRAITS = {"skin": 5, "hair_style": 3, "eye_colour": 5}  # classes per trait
 SPLITS = np.cumsum(list(TRAITS.values()))[:-1]
 FIRST_OWN_IDENTITY = 10**6  # the classifier's own training identities start here
-
-
-def classifier_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "trait_classifier")
 
 
 def trait_labels(identity: synthfaces.Identity) -> list[int]:
@@ -66,7 +61,7 @@ def predict_traits(graph, params, images_uint8):
 
 def _make_model(config, seed: int = 0):
     t = config.traits
-    return age_estimator.ConvNet(t.channels, sum(TRAITS.values()), t.strides, rngs=nnx.Rngs(seed))
+    return small_models.ConvNet(t.channels, sum(TRAITS.values()), t.strides, rngs=nnx.Rngs(seed))
 
 
 def train_trait_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -88,9 +83,9 @@ def train_trait_classifier(config: ml_collections.ConfigDict, workdir: str) -> d
                    for i, part in enumerate(jnp.split(logits, SPLITS, axis=-1)))
 
     t = config.traits
-    params = age_estimator.fit(graph, params, t.learning_rate, loss_of_logits,
-                               age_estimator.Batches(draw, t.steps), "trait classifier")
-    age_estimator.save_params(classifier_dir(workdir), t.steps, params)
+    params = small_models.fit(graph, params, t.learning_rate, loss_of_logits,
+                              small_models.Batches(draw, t.steps), "trait classifier")
+    small_models.save_params(Workdir(workdir).trait_classifier, t.steps, params)
     split = input_pipeline.held_out_split(builder)
     val_images, val_labels = labelled_split(config, builder, split)
     predicted = np.asarray(jax.jit(lambda p, x: predict_traits(graph, p, x))(params, val_images))
@@ -101,5 +96,5 @@ def train_trait_classifier(config: ml_collections.ConfigDict, workdir: str) -> d
 
 
 def load_trait_classifier(config: ml_collections.ConfigDict, workdir: str):
-    return age_estimator.load_params(classifier_dir(workdir), lambda: _make_model(config),
-                                     "trait classifier", "train_traits")
+    return small_models.load_params(Workdir(workdir).trait_classifier, lambda: _make_model(config),
+                                    "trait classifier", "train_traits")

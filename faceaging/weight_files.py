@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from faceaging import files
+
 META_SOURCE, META_CONTENT = "__source_sha256__", "__content_sha256__"
 
 
@@ -47,8 +49,6 @@ def read_verified_npz(path: str, what: str) -> tuple[dict, str]:
 
 def write_npz(path: str, arrays: dict, source_sha256: str) -> None:
     """Writes converted ``arrays`` with their source and content digests, atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".partial.npz"
-    np.savez(tmp, **arrays, **{META_SOURCE: np.array(source_sha256),
-                               META_CONTENT: np.array(content_digest(arrays))})
-    os.replace(tmp, path)
+    with files.atomic_write(path) as f:
+        np.savez(f, **arrays, **{META_SOURCE: np.array(source_sha256),
+                                 META_CONTENT: np.array(content_digest(arrays))})

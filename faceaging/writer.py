@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from absl import logging
 import jax
 import numpy as np
@@ -33,7 +31,3 @@ class MetricWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-
-def tensorboard_dir(workdir: str) -> str:
-    return os.path.join(workdir, "tensorboard")

@@ -3,7 +3,7 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
-
+import pytest
 from PIL import Image
 
 from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pipeline, schedules, train
@@ -48,6 +48,15 @@ def test_estimator_and_eval_on_synthfaces(tmp_path, fid_weights):
     assert set(without_weights["skipped"]) == {"fid_kid", "identity_similarity"}
     assert "fid" not in without_weights["mean"] and "Skipped fid_kid: no weights at" in open(
         os.path.join(workdir, "eval", "4.md")).read()
+
+    only_cycle = config.eval.copy_and_resolve_references()
+    only_cycle.evaluators = "cycle"  # the config picks the evaluators; nothing else runs
+    report = evaluate.evaluate(workdir, only_cycle)
+    assert set(report["mean"]) == {"cycle_l1", "cycle_psnr", "cycle_ssim"} and not report["skipped"]
+    assert report["mean"] == {k: without_weights["mean"][k] for k in report["mean"]}
+    only_cycle.evaluators = "cycle,fidd"
+    with pytest.raises(ValueError, match="evaluators='cycle,fidd': unknown fidd"):
+        evaluate.evaluate(workdir, only_cycle)
 
     write_onnx_embedder(str(tmp_path / "arcface.onnx"))
     eval_config = config.eval.copy_and_resolve_references()

@@ -61,8 +61,7 @@ def test_iterator_state_restores_the_same_next_batch(tiny_config, train_source):
 
 
 def test_to_global_shards_over_the_data_axis(tiny_config, train_source):
-    tiny_config.mesh.num_devices = -1
-    mesh = mesh_lib.make_mesh(tiny_config)
+    mesh = mesh_lib.make_mesh(-1)
     assert mesh.size == 8
     batch = next(iter(input_pipeline.make_train_loader(tiny_config, train_source, 14)))
     arrays = input_pipeline.to_global(batch, mesh_lib.data_sharded(mesh))
@@ -73,10 +72,8 @@ def test_to_global_shards_over_the_data_axis(tiny_config, train_source):
 
 
 def test_batch_size_must_split_over_devices(tiny_config):
-    tiny_config.train.batch_size = 12
-    tiny_config.mesh.num_devices = -1
     with pytest.raises(ValueError, match="batch_size=12 must be divisible"):
-        mesh_lib.make_mesh(tiny_config)
+        mesh_lib.check_batch_size(12, mesh_lib.make_mesh(-1))
 
 
 def test_worker_count_auto_is_in_process_on_cpu_and_explicit_counts_are_kept():

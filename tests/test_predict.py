@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from faceaging import align, image_io, predict, schedules, train
+from faceaging import align, image_io, predict, run as run_lib, schedules, train
+from faceaging.workdir import Workdir
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,9 @@ def test_inputs_from_a_list_file_and_targets(trained_workdir, tmp_path):
     with pytest.raises(predict.PredictError, match="matches no images"):
         predict.list_inputs(str(tmp_path / "*.webp"))
     step_dir = glob.glob(os.path.join(trained_workdir, "checkpoints", "*"))[0]
-    assert predict.resolve_checkpoint(None, step_dir) == (trained_workdir, 2)
+    assert run_lib.resolve(step_dir) == (Workdir(trained_workdir), 2)
+    with pytest.raises(predict.PredictError, match="expected WORKDIR/checkpoints/STEP"):
+        predict.checkpoint_path(None, trained_workdir)
     codes = predict.interpolation_codes(14, [0, 5], 4)
     assert codes.shape == (5, 14) and np.allclose(codes.sum(1), 1) and codes[2, 0] == pytest.approx(0.5)
 
@@ -154,3 +157,38 @@ def test_detection_needs_the_extra_or_aligned(trained_workdir, tmp_path, monkeyp
     face().save(tmp_path / "a.jpg")
     with pytest.raises(align.AlignmentUnavailable, match=r"faceaging\[align\].*--aligned"):
         predict.predict(trained_workdir, str(tmp_path / "a.jpg"), str(tmp_path / "out"))
+
+
+def test_run_load_restores_only_the_ema_generators_and_names_filled_defaults(trained_workdir, tmp_path):
+    import json
+    import shutil
+
+    import jax
+
+    from faceaging import checkpointing, schedules as schedules_lib, train_state
+
+    trained = run_lib.load(trained_workdir)
+    assert trained.step == 2 and set(trained.ema_params) == {"aging"} and trained.defaults_filled == ()
+    # The same arrays as a full restore of the train state.
+    config = trained.config
+    abstract, _ = train_state.abstract_state(
+        config, schedules_lib.get_schedule(config.data.schedule).num_groups,
+        train_state.make_optimizers(config))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    full = checkpointing.restore(
+        checkpointing.make_manager(trained.workdir.checkpoints, read_only=True),
+        checkpointing.with_shardings(abstract, jax.tree.map(lambda _: device, abstract)))
+    assert jax.tree.structure(full.ema_params["aging"]) == jax.tree.structure(trained.params("aging"))
+    for a, b in zip(jax.tree.leaves(full.ema_params["aging"]), jax.tree.leaves(trained.params("aging"))):
+        np.testing.assert_array_equal(a, b)
+    both = run_lib.load(trained_workdir, generators=run_lib.GENERATORS)
+    assert set(both.ema_params) == {"aging", "restoring"}
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 7 .* saved steps: \[2\]"):
+        run_lib.load(trained_workdir, step=7)
+    # A run saved before a config field existed: the field takes its default and is named.
+    old = tmp_path / "old_run"
+    shutil.copytree(trained_workdir, old)
+    saved = json.loads((old / "config.json").read_text())
+    del saved["eval"]["evaluators"], saved["loss"]["preserve"]
+    (old / "config.json").write_text(json.dumps(saved))
+    assert run_lib.load(str(old)).defaults_filled == ("eval.evaluators", "loss.preserve")

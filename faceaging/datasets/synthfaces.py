@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 import tensorflow_datasets as tfds
 
+from faceaging import files
 from faceaging.datasets import utkface
 
 SIZE = 200
@@ -261,8 +262,8 @@ def generate(folder: str, num_identities: int, ages_per_identity: int, seed: int
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        _write_atomically(os.path.join(folder, INDEX_NAME), buffer.getvalue())
-        _write_atomically(os.path.join(folder, VERSION_NAME), RENDERER_VERSION)
+        files.write_text(os.path.join(folder, INDEX_NAME), buffer.getvalue())
+        files.write_text(os.path.join(folder, VERSION_NAME), RENDERER_VERSION)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -286,12 +287,6 @@ def _render_into(folder, seed, num_identities, ages_per_identity, quality, proce
             if done % 100 == 0 or done == num_identities:
                 logging.info("SynthFaces: rendered %d/%d identities", done, num_identities)
     return rows
-
-
-def _write_atomically(path: str, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, newline="") as f:
-        f.write(text)
-    os.replace(f.name, path)
 
 
 def rendered_version(folder: str) -> str | None:
@@ -345,3 +340,23 @@ def render_jpegs(seed: int, identities_and_ages, processes: int | None = None) -
     jobs = [(seed, int(index), int(age)) for index, age in identities_and_ages]
     with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
         return list(pool.imap(_render_one, jobs, chunksize=32))
+
+
+def prepare(data_config) -> tfds.core.DatasetBuilder:
+    """Renders SynthFaces into ``data_config.manual_dir`` on first use (``data_config.synthfaces``
+    says how many identities and ages), then builds it like UTKFace into ``data_dir``."""
+    manual_dir = data_config.manual_dir
+    if not os.path.isdir(os.path.join(manual_dir, FOLDER_NAME)):
+        s = data_config.synthfaces
+        logging.info("Rendering SynthFaces (%d identities x %d ages) into %s", s.num_identities,
+                     s.ages_per_identity, manual_dir)
+        generate(manual_dir, s.num_identities, s.ages_per_identity, seed=s.seed)
+    elif (found := rendered_version(manual_dir)) != RENDERER_VERSION:
+        raise ValueError(
+            f"{manual_dir} holds SynthFaces from renderer version "
+            f"{found or '1'}, but this faceaging renders version "
+            f"{RENDERER_VERSION}: move that folder away or set --config.data.manual_dir "
+            "to a new folder, and it is rendered again (nothing is overwritten)")
+    builder = SynthFaces(data_dir=data_config.data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder

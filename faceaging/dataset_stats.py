@@ -1,4 +1,4 @@
-"""Dataset reports: a SynthFaces contact sheet and label statistics with a bar chart."""
+"""``--mode=stats``: label counts of a dataset per split, and a bar chart of them."""
 
 from __future__ import annotations
 
@@ -7,18 +7,10 @@ from PIL import Image, ImageDraw
 import tensorflow_datasets as tfds
 
 from faceaging import datasets, grids, schedules
-from faceaging.datasets import synthfaces, utkface
+from faceaging.datasets import utkface
+from faceaging.workdir import Workdir
 
 BAR = (70, 110, 180)
-
-
-def contact_sheet(seed: int, identities: int, ages, cell: int = 100) -> np.ndarray:
-    """Identities (rows) x ages (columns) of SynthFaces renders."""
-    cells = np.stack([
-        np.stack([np.asarray(Image.fromarray(synthfaces.render(synthfaces.make_identity(seed, i), a, seed))
-                             .resize((cell, cell), Image.LANCZOS)) for a in ages])
-        for i in range(identities)])
-    return grids.labelled_grid(cells, [f"age {a}" for a in ages])
 
 
 def label_counts(config) -> dict:
@@ -66,3 +58,11 @@ def bar_chart(stats: dict, title: str, width: int = 900) -> np.ndarray:
             y += row
         y += 12
     return np.asarray(image)
+
+
+def write_report(config, workdir: str) -> tuple[dict, str]:
+    """(counts, chart path): counts of ``config``'s dataset and their chart in ``workdir``."""
+    stats = label_counts(config)
+    path = Workdir(workdir).dataset_stats
+    grids.save_png(bar_chart(stats, f"{config.data.name}: all splits"), path)
+    return stats, path

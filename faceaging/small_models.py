@@ -1,0 +1,85 @@
+"""Small supervised networks for evaluation (the age estimator, the trait classifier): a plain
+CNN, a training loop, and saving/loading of their parameters."""
+
+from __future__ import annotations
+
+import os
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+
+from faceaging import pixels
+
+
+class ConvNet(nnx.Module):
+    """3x3 convolutions (stride 2 unless ``strides`` says), global average pool, linear head."""
+
+    def __init__(self, channels, outputs: int, strides=None, *, rngs: nnx.Rngs):
+        chans = [3, *channels]
+        strides = strides or (2,) * len(channels)
+        self.convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=s, rngs=rngs)
+                               for i, o, s in zip(chans[:-1], chans[1:], strides)])
+        self.head = nnx.Linear(chans[-1], outputs, rngs=rngs)
+
+    def __call__(self, images):
+        h = images
+        for conv in self.convs:
+            h = jax.nn.gelu(conv(h))
+        return self.head(h.mean(axis=(1, 2)))
+
+
+def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str):
+    """Trains ``params`` with AdamW on (uint8 images, labels) ``batches``; returns the params.
+
+    ``loss_of_logits(logits, labels)`` is the scalar loss; progress is logged ten times.
+    """
+    optimizer = optax.adamw(learning_rate)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, images, labels):
+        def loss_fn(p):
+            return loss_of_logits(nnx.merge(graph, p)(pixels.to_float(images, jnp.float32)), labels)
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    total = len(batches)
+    for step, (images, labels) in enumerate(batches, 1):
+        params, opt_state, loss = train_step(params, opt_state, images, labels)
+        if step % max(1, total // 10) == 0:
+            logging.info("%s step %d/%d: loss %.4f", what, step, total, float(loss))
+    return params
+
+
+class Batches:
+    """``steps`` batches drawn from ``draw()``, with a length for progress logging."""
+
+    def __init__(self, draw, steps: int):
+        self.draw, self.steps = draw, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return (self.draw() for _ in range(self.steps))
+
+
+def save_params(root: str, step: int, params) -> None:
+    """Saves a network's parameters as an Orbax checkpoint ``root/step``."""
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(root, str(step)), params, force=True)
+    checkpointer.wait_until_finished()
+
+
+def load_params(root: str, make_model, what: str, mode: str):
+    """(graph, params) of the latest checkpoint under ``root`` of the model ``make_model()`` builds."""
+    saved = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+    if not saved:
+        raise FileNotFoundError(f"no {what} in {root}: run --mode={mode} first")
+    graph, abstract = nnx.split(nnx.eval_shape(make_model))
+    return graph, ocp.StandardCheckpointer().restore(os.path.join(root, str(saved[-1])), abstract)

@@ -1,0 +1,78 @@
+"""Where everything of a run lives: the one list of paths a workdir holds.
+
+    WORKDIR/
+      config.json                the config the run was trained with
+      checkpoints/STEP/          Orbax: the train state and the data iterator of STEP
+      samples/step_STEP.png      aging grids of validation faces written while training
+      tensorboard/               event files (training scalars, sample grids, eval means)
+      eval/STEP.json, STEP.md    --mode=eval reports
+      age_estimator/STEP/        the evaluation age estimator (--mode=train_estimator)
+      trait_classifier/STEP/     the SynthFaces trait classifier (--mode=train_traits)
+      held_out_aging.png         --mode=all's grid of held-out faces
+      dataset_stats.png          --mode=stats's bar chart
+      contact_sheet.png          --mode=contact_sheet's SynthFaces sheet
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class Workdir:
+    root: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", os.path.abspath(self.root))
+
+    def _path(self, *parts) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def config(self) -> str:
+        return self._path("config.json")
+
+    @property
+    def checkpoints(self) -> str:
+        return self._path("checkpoints")
+
+    @property
+    def tensorboard(self) -> str:
+        return self._path("tensorboard")
+
+    @property
+    def age_estimator(self) -> str:
+        return self._path("age_estimator")
+
+    @property
+    def trait_classifier(self) -> str:
+        return self._path("trait_classifier")
+
+    @property
+    def held_out_grid(self) -> str:
+        return self._path("held_out_aging.png")
+
+    @property
+    def dataset_stats(self) -> str:
+        return self._path("dataset_stats.png")
+
+    @property
+    def contact_sheet(self) -> str:
+        return self._path("contact_sheet.png")
+
+    def sample_grid(self, step: int) -> str:
+        return self._path("samples", f"step_{step:07d}.png")
+
+    def eval_report(self, step: int, suffix: str) -> str:
+        """``eval/STEP.json`` or ``eval/STEP.md``."""
+        return self._path("eval", f"{step}{suffix}")
+
+
+def of_checkpoint(path: str) -> tuple[Workdir, int]:
+    """(workdir, step) of a ``WORKDIR/checkpoints/STEP`` path; ValueError for anything else."""
+    step_dir = os.path.abspath(path.rstrip("/"))
+    checkpoints, name = os.path.split(step_dir)
+    if not name.isdigit() or os.path.basename(checkpoints) != "checkpoints":
+        raise ValueError(f"{path!r}: expected WORKDIR/checkpoints/STEP")
+    return Workdir(os.path.dirname(checkpoints)), int(name)
