@@ -1,48 +1,35 @@
-"""Test setup: 8 simulated CPU devices, a persistent compile cache, generated UTKFace folders."""
+"""Test setup: 8 simulated CPU devices, a private compile cache, datasets generated once per session.
 
+Set, not defaulted: an inherited XLA_FLAGS or JAX_PLATFORMS must not change how many devices the
+tests see. The persistent compile cache is a fresh folder of this session (removed at exit), never
+the user's or a concurrent run's; subprocesses do not inherit it (tests/test_cli.py: executables
+with cross-device collectives loaded from a cache deadlock on simulated CPU devices).
+"""
+
+import atexit
 import os
+import re
+import shutil
+import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_inherited = re.sub(r"--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", ""))
+os.environ["XLA_FLAGS"] = f"{_inherited} --xla_force_host_platform_device_count=8".strip()
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+COMPILE_CACHE = tempfile.mkdtemp(prefix="faceaging-test-jax-")
+atexit.register(shutil.rmtree, COMPILE_CACHE, True)
 
 from absl import flags  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 import pytest  # noqa: E402
 
-from faceaging import config as config_lib  # noqa: E402
+from faceaging import config as config_lib, datasets  # noqa: E402
+from helpers import synth_config, write_utkface_folder  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("FACEAGING_TEST_CACHE", os.path.expanduser("~/.cache/faceaging-test-jax")))
+jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 flags.FLAGS.mark_as_parsed()  # grain reads absl flags
-
-MALFORMED_NAMES = ("61_1_20170109150557335.jpg.chip.jpg",  # race missing (as in UTKFace)
-                   "abc_0_1_20170109150557335.jpg.chip.jpg",
-                   "200_0_1_20170109150557336.jpg.chip.jpg",  # age out of range
-                   "30_5_1_20170109150557337.jpg.chip.jpg")  # gender out of range
-
-
-def write_utkface_folder(folder, count: int, seed: int = 0, malformed: bool = True) -> list:
-    """Writes ``count`` 200x200 JPEGs named like UTKFace (plus malformed ones); returns good names."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    names = []
-    for i in range(count):
-        age, gender, race = int(rng.integers(1, 100)), i % 2, i % 5
-        name = f"{age}_{gender}_{race}_2017{i:013d}.jpg.chip.jpg"
-        # Smooth colour blobs: compressible and learnable, unlike pure noise.
-        yy, xx = np.mgrid[0:200, 0:200] / 200.0
-        base = rng.uniform(0, 255, 3)
-        image = base + 60 * np.sin(6 * xx[..., None] + rng.uniform(0, 6, 3)) * np.cos(4 * yy[..., None])
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(os.path.join(folder, name))
-        names.append(name)
-    if malformed:
-        for name in MALFORMED_NAMES:
-            Image.new("RGB", (200, 200)).save(os.path.join(folder, name))
-    return names
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +57,22 @@ def tiny_config(utk_dirs):
     config.mesh.num_devices = 1
     return config
 
+
+
+@pytest.fixture(scope="session")
+def synth_dirs(tmp_path_factory):
+    """(manual_dir, data_dir) of ``configs/synthfaces.py:tiny``, rendered and built once."""
+    root = tmp_path_factory.mktemp("synth")
+    config = synth_config("tiny")
+    config.data.manual_dir, config.data.data_dir = str(root / "manual"), str(root / "tfds")
+    datasets.prepare(config)
+    return config.data.manual_dir, config.data.data_dir
+
+
+@pytest.fixture
+def synth_tiny_config(synth_dirs):
+    """``configs/synthfaces.py:tiny`` on one device, on the session's rendered SynthFaces."""
+    config = synth_config("tiny")
+    config.data.manual_dir, config.data.data_dir = synth_dirs
+    config.mesh.num_devices = 1
+    return config

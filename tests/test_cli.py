@@ -10,9 +10,9 @@ def run_main(*flags, timeout=600):
     """Runs the CLI in a fresh process on 8 simulated CPU devices, without the persistent
     compile cache: executables with cross-device collectives loaded from that cache deadlock
     on simulated CPU devices (XLA:CPU rendezvous timeout)."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    return subprocess.run([sys.executable, "-m", "faceaging.main", *flags], cwd=ROOT,
+    env = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    return subprocess.run([sys.executable, "-m", "faceaging.main", "--compilation_cache=", *flags], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -7,21 +8,29 @@ import pytest
 from PIL import Image
 
 from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pipeline, schedules, train
-from faceaging import trait_classifier
+from faceaging import evaluators, run as run_lib, trait_classifier
 from faceaging.datasets import synthfaces
-from test_reports_and_run_all import synth_tiny
 from weights_fixtures import FAKE_SOURCE_PREFIX, write_onnx_embedder
 
 
-def test_image_metrics():
+def test_image_metrics_match_reference_values():
+    from skimage.metrics import structural_similarity
+
     rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    noisy = np.clip(a.astype(int) + rng.integers(-10, 11, a.shape), 0, 255).astype(np.uint8)
+    a = rng.integers(10, 246, (2, 32, 32, 3), dtype=np.uint8)
+    shifted = a + np.uint8(10)  # every pixel 10 levels brighter
     np.testing.assert_allclose(image_metrics.l1(a, a), 0)
-    np.testing.assert_allclose(image_metrics.ssim(a, a), 1, atol=1e-5)
-    assert np.all(image_metrics.ssim(a, noisy) < 1) and np.all(image_metrics.ssim(a, 255 - a) < 0)
-    assert np.all(image_metrics.psnr(a, noisy) > 25) and np.all(image_metrics.psnr(a, 255 - a) < 10)
-    np.testing.assert_allclose(image_metrics.l1(np.zeros_like(a), np.full_like(a, 10)), 10, rtol=1e-5)
+    np.testing.assert_allclose(image_metrics.l1(a, shifted), 10, rtol=1e-5)
+    np.testing.assert_allclose(image_metrics.psnr(a, shifted), 20 * np.log10(255 / 10), atol=1e-3)  # 28.13 dB
+    np.testing.assert_allclose(image_metrics.psnr(a, shifted), 28.13, atol=0.01)
+    noisy = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    # SSIM as scikit-image computes it with the same choices (uniform 7x7 window, population
+    # statistics, per channel, mean over the valid region).
+    for x, y in ((a, noisy), (a, 255 - a), (a, shifted), (a, a)):
+        reference = [structural_similarity(p, q, win_size=7, channel_axis=-1, data_range=255,
+                                           gaussian_weights=False, use_sample_covariance=False)
+                     for p, q in zip(x, y)]
+        np.testing.assert_allclose(image_metrics.ssim(x, y), reference, atol=1e-4)
 
 
 def test_soft_labels_peak_at_the_age():
@@ -30,8 +39,8 @@ def test_soft_labels_peak_at_the_age():
     assert list(np.argmax(labels, axis=1)) == [0, 40, age_estimator.MAX_AGE]
 
 
-def test_estimator_and_eval_on_synthfaces(tmp_path, fid_weights):
-    config = synth_tiny(tmp_path)
+def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weights):
+    config = synth_tiny_config
     config.train.steps = 4
     config.eval.weights_dir = str(tmp_path / "no_weights_here")
     config.eval.fid_source_sha256_prefix = FAKE_SOURCE_PREFIX
@@ -63,6 +72,7 @@ def test_estimator_and_eval_on_synthfaces(tmp_path, fid_weights):
     eval_config.fid_weights, eval_config.identity_weights = fid_weights[0], str(tmp_path / "arcface.onnx")
     report = evaluate.evaluate(workdir, eval_config)
     assert report["step"] == 4 and len(report["groups"]) == 6 and not report["skipped"]
+    assert report["split"] == "validation" and report["num_images"] == 8
     for row in report["groups"].values():
         assert 0 <= row["age_group_accuracy"] <= 1 and row["cycle_psnr"] > 0
         assert row["gt_l1"] > 0 and row["gt_l1_baseline_input"] >= 0 and row["gt_l1_baseline_mean"] > 0
@@ -83,3 +93,23 @@ def test_estimator_and_eval_on_synthfaces(tmp_path, fid_weights):
     assert saved["mean"] == report["mean"]
     table = open(os.path.join(workdir, "eval", "4.md")).read()
     assert "| 70+ |" in table and "gt_l1_baseline_mean" in table and "| fid | kid |" in table
+
+    # Known answers through the evaluators themselves.
+    trained = run_lib.load(workdir, generators=run_lib.GENERATORS)
+    ctx = evaluate.make_context(trained, eval_config)
+    k_groups = trained.schedule.num_groups
+    unchanged = dataclasses.replace(ctx, aged=np.repeat(ctx.images[:, None], k_groups, axis=1))
+    truth = evaluators.get("synthfaces_truth")(unchanged)
+    identity = evaluators.get("identity")(unchanged)
+    for k in range(k_groups):  # a generator that returns its input...
+        row = truth.group_metrics(k, unchanged.aged[:, k])
+        assert row["gt_l1"] == row["gt_l1_baseline_input"] > 0  # ...is the input baseline
+        similarity = identity.group_metrics(k, unchanged.aged[:, k])["identity_similarity"]
+        assert similarity == pytest.approx(1.0, abs=1e-5)  # ...and keeps identity perfectly
+    # An estimator that reads each aged image as its target group's representative age.
+    age = evaluators.get("age")(ctx)
+    for k in range(k_groups):
+        age.estimate = lambda images, k=k: np.full(len(images), trained.schedule.representative_age(k), np.float32)
+        assert age.group_metrics(k, ctx.aged[:, k]) == {"age_group_accuracy": 1.0, "age_mae": 0.0}
+        other = (k + 1) % k_groups
+        assert age.group_metrics(other, ctx.aged[:, other])["age_group_accuracy"] == 0.0

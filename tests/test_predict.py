@@ -44,7 +44,7 @@ def write_mixed_folder(root):
     jpeg = io.BytesIO()
     face(seed=7).save(jpeg, format="JPEG")
     (root / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
-    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(500))
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff" + np.random.default_rng(0).bytes(500))
     (root / "empty.png").write_bytes(b"")
     (root / "notes.png").write_text("this is not an image")
     face((8, 8)).save(root / "tiny.png")

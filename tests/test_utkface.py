@@ -4,7 +4,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import MALFORMED_NAMES, write_utkface_folder
+from helpers import MALFORMED_NAMES, write_utkface_folder
 from faceaging.datasets import utkface
 
 
@@ -15,11 +15,38 @@ def test_parse_name():
         assert utkface.parse_name(bad) is None
 
 
-def test_split_is_a_function_of_the_name_only():
-    names = [f"{a}_0_0_2017{i:013d}.jpg.chip.jpg" for i, a in enumerate(range(1, 101))] * 2
-    splits = [utkface.split_of(utkface.parse_name(n)) for n in names]
-    assert splits[:100] == splits[100:]
-    assert 0 < splits.count("validation") < 50
+def test_split_is_a_function_of_the_datetime_field_only():
+    rng = np.random.default_rng(0)
+    stamps = [f"2017{i:013d}" for i in rng.choice(10**13, 10_000, replace=False)]
+    splits = []
+    for stamp in stamps:
+        variants = {utkface.split_of(utkface.parse_name(f"{age}_{gender}_{race}_{stamp}.jpg.chip.jpg"))
+                    for age, gender, race in ((1, 0, 0), (85, 1, 4), (30, 1, 2))}
+        assert len(variants) == 1, stamp  # same person (datetime), other labels: same split
+        splits.append(variants.pop())
+    share = splits.count("validation") / len(splits)
+    assert 0.03 <= share <= 0.07, share  # VALIDATION_PERCENT = 5
+
+
+def test_builder_output_does_not_depend_on_file_order(tmp_path, monkeypatch):
+    write_utkface_folder(tmp_path / "src" / "UTKFace", 72, seed=3, malformed=False)  # 3 validation
+    real_walk = os.walk
+
+    def builds(order_seed):
+        def shuffled_walk(top, *args, **kwargs):
+            for root, dirs, names in real_walk(top, *args, **kwargs):
+                yield root, dirs, list(np.random.default_rng(order_seed).permutation(names))
+
+        monkeypatch.setattr(utkface.os, "walk", shuffled_walk)
+        builder = utkface.prepare(str(tmp_path / f"tfds{order_seed}"), str(tmp_path / "src"))
+        out = {}
+        for split in builder.info.splits:
+            source = builder.as_data_source(split=split)
+            out[split] = sorted((source[i]["file_name"], source[i]["image"].tobytes()) for i in range(len(source)))
+        return out
+
+    first, second = builds(1), builds(2)
+    assert set(first) == {"train", "validation"} and first == second
 
 
 @pytest.mark.parametrize("as_archive", [False, True])
