@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 from PIL import Image
@@ -41,3 +42,28 @@ def synth_config(arg: str = ""):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def main_in_process(*argv) -> int:
+    """Runs ``python -m faceaging.main ARGV`` in this process (sharing its compile cache);
+    returns the exit code (0 when main returns). ``app.UsageError`` propagates."""
+    from absl import flags
+
+    from faceaging import main as main_lib
+
+    parsed, argv = flags.FLAGS, ["faceaging", "--compilation_cache=", *argv]
+    saved_argv = sys.argv
+    sys.argv = argv  # ml_collections reads --config.* overrides from sys.argv
+    parsed.unparse_flags()
+    try:
+        parsed(argv)
+        main_lib.main(argv[:1])
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        sys.argv = saved_argv
+        for name in [n for n in parsed if n.startswith("config.")]:
+            delattr(parsed, name)  # the override flags --config defined; the next call defines its own
+        parsed.unparse_flags()
+        parsed.mark_as_parsed()

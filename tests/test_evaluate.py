@@ -10,6 +10,8 @@ from PIL import Image
 from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pipeline, schedules, train
 from faceaging import evaluators, run as run_lib, trait_classifier
 from faceaging.datasets import synthfaces
+from faceaging.weight_files import WeightsError
+from helpers import main_in_process
 from weights_fixtures import FAKE_SOURCE_PREFIX, write_onnx_embedder
 
 
@@ -39,21 +41,34 @@ def test_soft_labels_peak_at_the_age():
     assert list(np.argmax(labels, axis=1)) == [0, 40, age_estimator.MAX_AGE]
 
 
-def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weights):
+def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weights, capsys):
     config = synth_tiny_config
     config.train.steps = 4
     config.eval.weights_dir = str(tmp_path / "no_weights_here")
     config.eval.fid_source_sha256_prefix = FAKE_SOURCE_PREFIX
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(config, workdir)
-    real = age_estimator.train_estimator(config, workdir)
+    with pytest.raises(FileNotFoundError, match="no age estimator in .*age_estimator: run --mode=train_estimator first"):
+        evaluate.evaluate(workdir)
+    # The evaluation networks and the evaluation itself through the CLI, as a user runs them.
+    cli_config = ["--config=configs/synthfaces.py:tiny", f"--workdir={workdir}",
+                  f"--config.data.manual_dir={config.data.manual_dir}",
+                  f"--config.data.data_dir={config.data.data_dir}", "--config.mesh.num_devices=1"]
+    capsys.readouterr()
+    assert main_in_process("--mode=train_estimator", *cli_config) == 0
+    real = json.loads(capsys.readouterr().out)
     assert set(real) == {"estimator_mae_real", "estimator_accuracy_real", "num_images"}
     assert 0 <= real["estimator_accuracy_real"] <= 1 and real["estimator_mae_real"] >= 0
 
-    traits = trait_classifier.train_trait_classifier(config, workdir)
+    assert main_in_process("--mode=train_traits", *cli_config) == 0
+    traits = json.loads(capsys.readouterr().out)
     assert set(traits) == {f"trait_accuracy_{t}" for t in trait_classifier.TRAITS}
 
-    without_weights = evaluate.evaluate(workdir)
+    assert main_in_process("--mode=eval", *cli_config, f"--config.eval.weights_dir={config.eval.weights_dir}") == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith(f"Report: {os.path.join(workdir, 'eval', '4.md')}")
+    without_weights = json.load(open(os.path.join(workdir, "eval", "4.json")))
+    assert json.loads(printed[:printed.rindex("}") + 1]) == without_weights["mean"]
     assert set(without_weights["skipped"]) == {"fid_kid", "identity_similarity"}
     assert "fid" not in without_weights["mean"] and "Skipped fid_kid: no weights at" in open(
         os.path.join(workdir, "eval", "4.md")).read()
@@ -66,6 +81,11 @@ def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weigh
     only_cycle.evaluators = "cycle,fidd"
     with pytest.raises(ValueError, match="evaluators='cycle,fidd': unknown fidd"):
         evaluate.evaluate(workdir, only_cycle)
+
+    missing = config.eval.copy_and_resolve_references()
+    missing.fid_weights = str(tmp_path / "typo.npz")  # named explicitly: an error, not a skip
+    with pytest.raises(WeightsError, match="typo.npz"):
+        evaluate.evaluate(workdir, missing)
 
     write_onnx_embedder(str(tmp_path / "arcface.onnx"))
     eval_config = config.eval.copy_and_resolve_references()
@@ -113,3 +133,13 @@ def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weigh
         assert age.group_metrics(k, ctx.aged[:, k]) == {"age_group_accuracy": 1.0, "age_mae": 0.0}
         other = (k + 1) % k_groups
         assert age.group_metrics(other, ctx.aged[:, other])["age_group_accuracy"] == 0.0
+
+    # A target group with fewer than 2 real images has no FID/KID: None, shown as n/a.
+    fid = evaluators.get("fid_kid")(ctx)
+    reals = ctx.training_images(None)
+    ctx._cache[("training_images", None)] = [reals[0][:1], *reals[1:]]
+    assert fid.group_metrics(0, ctx.aged[:, 0]) == {"fid": None, "kid": None}
+    assert fid.group_metrics(1, ctx.aged[:, 1])["fid"] > 0
+    table = evaluate.markdown({"step": 4, "num_images": 8, "split": "validation", "skipped": {},
+                               "groups": {"0-9": {"fid": None}}, "mean": {"fid": None}}, ["fid"])
+    assert "| 0-9 | n/a |" in table and "| mean | n/a |" in table

@@ -9,7 +9,7 @@ import pytest
 
 from faceaging import config as config_lib, face_embedding, feature_metrics, inception, weight_files
 from weights_fixtures import FAKE_SOURCE_SHA256, FAKE_SOURCE_PREFIX as PREFIX
-from weights_fixtures import write_inception_weights, write_onnx_embedder
+from weights_fixtures import inception_state_dict, write_inception_weights, write_onnx_embedder
 
 
 def test_inception_loads_converted_weights(fid_weights):
@@ -126,3 +126,33 @@ def test_inception_matches_pytorch_fid(tmp_path, monkeypatch):
     graph, params = inception.load_inception(str(tmp_path / "w.npz"), PREFIX)
     ours = np.asarray(inception.pool_features(graph, params, images))
     np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_inception_converter_writes_what_the_loader_reads(tmp_path, monkeypatch):
+    """convert(): checksum -> torch.load -> verified .npz, with torch replaced by a stand-in that
+    returns the state dict (CI has no torch); then the errors a user can meet."""
+    import sys
+    import types
+
+    from faceaging.weight_files import file_sha256
+
+    state = inception_state_dict(seed=2)
+    source = tmp_path / "pt_inception.pth"
+    source.write_bytes(b"stand-in for pytorch-fid's weights")
+    fake_torch = types.SimpleNamespace(load=lambda path, map_location, weights_only: {
+        k: types.SimpleNamespace(numpy=lambda v=v: np.asarray(v)) for k, v in state.items()})
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    prefix = file_sha256(str(source))[:8]
+    out = tmp_path / "weights" / "fid_inception.npz"
+    assert inception.convert(str(source), str(out), expected_prefix=prefix).startswith(prefix)
+    _, params = inception.load_inception(str(out), prefix)
+    write_inception_weights(str(tmp_path / "reference.npz"), seed=2)  # the same state dict
+    _, reference = inception.load_inception(str(tmp_path / "reference.npz"), PREFIX)
+    assert jax.tree.structure(params) == jax.tree.structure(reference)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
+        np.testing.assert_array_equal(a, b)
+    assert os.listdir(out.parent) == ["fid_inception.npz"]  # written atomically: no temp left
+    with pytest.raises(weight_files.WeightsError, match="was converted from a file with SHA-256"):
+        inception.load_inception(str(out), "00000000")  # not the file the config pins
+    with pytest.raises(FileNotFoundError):
+        inception.convert(str(tmp_path / "missing.pth"), str(tmp_path / "x.npz"), expected_prefix=prefix)

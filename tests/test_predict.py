@@ -1,4 +1,5 @@
 import glob
+import re
 import io
 import os
 
@@ -192,3 +193,56 @@ def test_run_load_restores_only_the_ema_generators_and_names_filled_defaults(tra
     del saved["eval"]["evaluators"], saved["loss"]["preserve"]
     (old / "config.json").write_text(json.dumps(saved))
     assert run_lib.load(str(old)).defaults_filled == ("eval.evaluators", "loss.preserve")
+
+
+def test_predict_through_the_cli_exit_codes_and_errors(trained_workdir, tmp_path, capsys):
+    from absl import app
+
+    from helpers import main_in_process
+
+    (tmp_path / "in").mkdir()
+    face(seed=1).save(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "broken.png").write_bytes(b"")
+    good = ["--mode=predict", f"--workdir={trained_workdir}", f"--input={tmp_path / 'in' / 'a.png'}",
+            f"--output_dir={tmp_path / 'out'}", "--aligned", "--target_ages=5,70"]
+    assert main_in_process(*good) == 0
+    assert "done: 1, skipped (outputs exist): 0, failed: 0" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "out")) == ["a_age_0-5.png", "a_age_61-70.png", "a_grid.png"]
+    # A broken input (or an existing output) exits 2 after doing the rest.
+    code = main_in_process(*good[:2], f"--input={tmp_path / 'in'}", f"--output_dir={tmp_path / 'out2'}", "--aligned")
+    assert code == predict.EXIT_SOME_FAILED and "done: 1, skipped (outputs exist): 0, failed: 1" in capsys.readouterr().out
+    with pytest.raises(app.UsageError, match="needs --input and --output_dir"):
+        main_in_process("--mode=predict", f"--workdir={trained_workdir}", f"--input={tmp_path}")
+    step_dir = os.path.join(trained_workdir, "checkpoints", "2")
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    (untrained / "config.json").write_text(open(os.path.join(trained_workdir, "config.json")).read())
+    for flags, message in [
+            (["--paste_back"], "--paste_back needs detection: drop --aligned"),
+            ([f"--checkpoint={trained_workdir}/ckpt/2"], "expected WORKDIR/checkpoints/STEP"),
+            ([f"--checkpoint={os.path.dirname(step_dir)}/7"], r"no checkpoint of step 7 .* saved steps: \[2\]"),
+            ([f"--workdir={untrained}"], "no checkpoint in .*untrained/checkpoints: train first"),
+            ([f"--workdir={tmp_path / 'nothing'}"], "config.json not found")]:
+        argv = [a for a in good if not (a.startswith("--workdir") and any(f.startswith("--workdir") for f in flags))]
+        assert main_in_process(*argv, f"--output_dir={tmp_path / 'out3'}", *flags) == 1, flags
+        assert re.search(message, capsys.readouterr().err), flags
+    assert not (tmp_path / "out3").exists()  # errors before any output
+
+
+def test_batches_are_padded_over_8_devices_without_changing_results(trained_workdir):
+    import jax
+
+    trained = run_lib.load(trained_workdir)
+    images = np.stack([np.asarray(face((32, 32), seed=s)) for s in range(3)])  # 3: not a multiple of 8
+    codes = np.eye(trained.schedule.num_groups, dtype=np.float32)[[0, 13]]
+    one, eight = trained.ager(num_devices=1), trained.ager(num_devices=-1)
+    assert eight.mesh.size == 8
+    expected = one(one.place_params(trained.params()), images, codes)
+    # Cross-device programs are not put in the persistent cache (loading them deadlocks on CPU).
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        got = eight(eight.place_params(trained.params()), images, codes)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+    assert got.shape == (3, 2, 32, 32, 3)
+    np.testing.assert_array_equal(got, expected)

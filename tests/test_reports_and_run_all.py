@@ -1,4 +1,5 @@
 import collections
+import json
 
 import numpy as np
 from PIL import Image
@@ -6,6 +7,7 @@ from PIL import Image
 from faceaging import contact_sheet, dataset_stats, datasets, grids, input_pipeline, run as run_lib
 from faceaging import run_all, schedules
 from faceaging.datasets import synthfaces, utkface
+from helpers import main_in_process
 
 
 def test_stats_count_every_image_and_draw_a_chart(synth_tiny_config, synth_dirs):
@@ -60,21 +62,31 @@ def test_contact_sheet_cells_are_the_renders():
             np.testing.assert_array_equal(sheet[y:y + 100, x:x + 100], render, err_msg=f"cell {i}, age {age}")
 
 
-def test_mode_all_trains_and_ages_held_out_faces(synth_tiny_config, tmp_path):
+def test_mode_all_trains_and_ages_held_out_faces(synth_tiny_config, tmp_path, capsys):
     synth_tiny_config.train.steps = 4
     # A decoder that paints its output (not the residual one, which starts as the identity map
     # and changes no pixel level in a few steps), so every column must differ after 4 steps.
     synth_tiny_config.model.residual_output = False
-    path = run_all.run_all(synth_tiny_config, str(tmp_path / "run"), count=3)
+    # Through the CLI, as the README runs it.
+    capsys.readouterr()
+    assert main_in_process(
+        "--mode=all", "--config=configs/synthfaces.py:tiny", f"--workdir={tmp_path / 'run'}",
+        f"--config.data.manual_dir={synth_tiny_config.data.manual_dir}",
+        f"--config.data.data_dir={synth_tiny_config.data.data_dir}", "--config.mesh.num_devices=1",
+        "--config.train.steps=4", "--config.model.residual_output=False") == 0
+    path = str(tmp_path / "run" / "held_out_aging.png")
+    assert capsys.readouterr().out.strip() == f"Aging grid of held-out faces: {path}"
+    run_all_faces = 8  # main's --mode=all ages 8 held-out faces; this test checks the first 3
+    assert np.asarray(Image.open(path)).shape[0] > run_all_faces * 98
     # The input column holds validation faces: identities no training image shows.
     builder = datasets.prepare(synth_tiny_config)
     schedule = schedules.get_schedule(synth_tiny_config.data.schedule)
     validation = input_pipeline.open_split(builder, "validation", schedule)
     train_source = input_pipeline.open_split(builder, "train", schedule)
     train_ids = {synthfaces.identity_index(train_source.record(i)["file_name"]) for i in range(len(train_source))}
-    shown = [validation.record(i) for i in range(3)]
+    shown = [validation.record(i) for i in range(run_all_faces)]
     assert not {synthfaces.identity_index(r["file_name"]) for r in shown} & train_ids
-    faces = input_pipeline.sample_batch(validation, 3, synth_tiny_config.image_size)["image"]
+    faces = input_pipeline.sample_batch(validation, run_all_faces, synth_tiny_config.image_size)["image"]
     trained = run_lib.load(str(tmp_path / "run"))
     ager = trained.ager(num_devices=1)
     aged = ager(ager.place_params(trained.params()), faces, np.eye(schedule.num_groups, dtype=np.float32))
@@ -92,3 +104,18 @@ def test_stats_work_for_utkface(tiny_config):
     stats = dataset_stats.label_counts(tiny_config)
     assert sum(s["images"] for s in stats.values()) == 96  # the malformed files are not counted
     assert tuple(stats["train"]["age_group"]) == schedules.get_schedule("utk14").labels
+
+
+def test_stats_and_contact_sheet_through_the_cli(synth_tiny_config, tmp_path, capsys):
+    common = ["--config=configs/synthfaces.py:tiny", f"--workdir={tmp_path}",
+              f"--config.data.manual_dir={synth_tiny_config.data.manual_dir}",
+              f"--config.data.data_dir={synth_tiny_config.data.data_dir}"]
+    capsys.readouterr()
+    assert main_in_process("--mode=stats", *common) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[:out.rindex("}") + 1]) == dataset_stats.label_counts(synth_tiny_config)
+    assert out.rstrip().endswith(f"Bar chart: {tmp_path / 'dataset_stats.png'}")
+    assert main_in_process("--mode=contact_sheet", *common, "--sheet_identities=2", "--sheet_ages=5,50,90") == 0
+    assert capsys.readouterr().out.strip() == f"Contact sheet: {tmp_path / 'contact_sheet.png'}"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "contact_sheet.png")),
+                                  contact_sheet.contact_sheet(0, 2, [5, 50, 90]))

@@ -86,3 +86,24 @@ def test_missing_data_names_the_files_and_writes_nothing(tmp_path):
     with pytest.raises(utkface.DataNotFoundError, match="UTKFace.tar.gz"):
         utkface.prepare(str(data_dir), str(tmp_path / "nowhere"))
     assert not os.path.exists(data_dir)
+
+
+def test_a_folder_of_only_malformed_names_is_refused(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "manual" / "UTKFace"
+    folder.mkdir(parents=True)
+    for name in MALFORMED_NAMES:
+        Image.new("RGB", (200, 200)).save(folder / name)
+    with pytest.raises(utkface.DataNotFoundError, match="holds no well-named"):
+        utkface.prepare(str(tmp_path / "tfds"), str(tmp_path / "manual"))
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_manual_dir_may_point_at_the_images_and_skipped_names_are_logged(tmp_path, caplog):
+    good = write_utkface_folder(tmp_path / "images", 24, seed=2)  # plus the malformed names
+    with caplog.at_level("WARNING"):
+        builder = utkface.prepare(str(tmp_path / "tfds"), str(tmp_path / "images"))
+    assert sum(builder.info.splits[s].num_examples for s in builder.info.splits) == len(good)
+    for name in MALFORMED_NAMES:
+        assert name in caplog.text

@@ -81,6 +81,16 @@ def find_source(manual_dir: str) -> str:
     raise DataNotFoundError(missing_data_message(manual_dir))
 
 
+def find_labelled(manual_dir: str) -> tuple[str, list[FaceLabels]]:
+    """(source, labels of its well-named images), or DataNotFoundError when there are none."""
+    source = find_source(manual_dir)
+    labelled = [labels for labels in map(parse_name, list_names(source)) if labels is not None]
+    if not labelled:
+        raise DataNotFoundError(f"{source!r} holds no well-named *{NAME_SUFFIX} images. "
+                                + missing_data_message(manual_dir))
+    return source, labelled
+
+
 def list_names(source: str) -> list[str]:
     """Base names of every image in a folder (recursive) or tar archive, without reading them."""
     if os.path.isdir(source):
@@ -150,11 +160,7 @@ class UTKFace(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        source = find_source(os.fspath(dl_manager.manual_dir))
-        labelled = [labels for labels in map(parse_name, list_names(source)) if labels is not None]
-        if not labelled:
-            raise DataNotFoundError(f"{source!r} holds no well-named *{NAME_SUFFIX} images. "
-                                    + missing_data_message(os.fspath(dl_manager.manual_dir)))
+        source, labelled = find_labelled(os.fspath(dl_manager.manual_dir))
         present = sorted({split_of(labels) for labels in labelled})  # a tiny set may lack one
         return {split: self._generate_examples(source, split) for split in present}
 
@@ -165,8 +171,10 @@ class UTKFace(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare(data_dir: str, manual_dir: str) -> UTKFace:
-    """Builds UTKFace into ``data_dir`` once (a no-op when already built) and returns the builder."""
-    find_source(manual_dir)
+    """Builds UTKFace into ``data_dir`` once (a no-op when already built) and returns the builder.
+
+    Refuses (DataNotFoundError, nothing written) a ``manual_dir`` without well-named images."""
+    find_labelled(manual_dir)
     builder = UTKFace(data_dir=data_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
