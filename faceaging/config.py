@@ -133,27 +133,37 @@ def save(config: ml_collections.ConfigDict, path: str) -> None:
     files.write_text(path, config.to_json(indent=2))
 
 
-def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
-    keys = set()
+def flat_fields(tree: dict, prefix: str = "") -> dict:
+    """{'train.batch_size': 32, ...}: a config's JSON dict with dotted keys."""
+    flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            keys |= _leaf_keys(value, f"{prefix}{key}.")
+            flat.update(flat_fields(value, f"{prefix}{key}."))
         else:
-            keys.add(prefix + key)
-    return keys
+            flat[prefix + key] = value
+    return flat
+
+
+def from_dict(saved: dict) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """(config, fields filled from today's defaults) of a config saved as a JSON dict.
+
+    Fields added to ``base_config`` after the run was trained are missing from it and take
+    their defaults; their dotted names are returned so callers can say so.
+    """
+    config = base_config()
+    defaults = to_dict(config)
+    config.update(saved)
+    return config, sorted(flat_fields(defaults).keys() - flat_fields(saved).keys())
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    """The config as the JSON dict ``save`` writes and ``from_dict`` reads."""
+    return json.loads(config.to_json())
 
 
 def load(path: str) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """(config, fields filled from today's defaults) of a config JSON written by ``save``.
-
-    Fields added to ``base_config`` after the run was trained are missing from its JSON and take
-    their defaults; their dotted names are returned so callers can say so.
-    """
+    """(config, fields filled from defaults) of a config JSON written by ``save``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: its folder holds no faceaging training run")
     with open(path) as f:
-        saved = json.load(f)
-    config = base_config()
-    defaults = json.loads(config.to_json())
-    config.update(saved)
-    return config, sorted(_leaf_keys(defaults) - _leaf_keys(saved))
+        return from_dict(json.load(f))

@@ -46,7 +46,7 @@ class GroupedSource(grain.RandomAccessDataSource):
     def __getitem__(self, index: int) -> dict:
         record = self.record(index)
         return {"image": record["image"], "age": np.int32(record["age"]),
-                "source": self.groups[index]}
+                "source": self.groups[index], "file_name": record["file_name"]}
 
 
 def open_split(builder: tfds.core.DatasetBuilder, split: str,
@@ -82,12 +82,26 @@ def target_probabilities(groups: np.ndarray, num_groups: int, mode: str) -> np.n
     raise ValueError(f"config.data.target_sampling={mode!r}: expected 'uniform' or 'frequency'")
 
 
+class ImageDecodeError(ValueError):
+    """A record's image bytes do not decode; the message names its file."""
+
+
 class Decode(grain.MapTransform):
+    """Decodes and resizes the image; drops the file name (kept until here for error messages)."""
+
     def __init__(self, image_size: int):
         self.image_size = image_size
 
     def map(self, element: dict) -> dict:
-        return {**element, "image": decode_image(element["image"], self.image_size)}
+        element = dict(element)
+        name = element.pop("file_name")
+        try:
+            image = decode_image(element["image"], self.image_size)
+        except Exception as e:  # pylint: disable=broad-except  (PIL raises many kinds)
+            name = name.decode() if isinstance(name, bytes) else name
+            raise ImageDecodeError(f"cannot decode the training image {name} ({type(e).__name__}: "
+                                   f"{e}): rebuild the dataset without it") from e
+        return {**element, "image": image}
 
 
 class FlipAndDrawTarget(grain.RandomMapTransform):

@@ -1,5 +1,10 @@
 """Command line: ``python -m faceaging.main --config=configs/utk.py --workdir=DIR``.
 
+Exit codes: 0 done; 1 an error (one line on stderr names the file, field or step and what was
+expected); 2 predict finished but some inputs failed or were skipped; 75 (``EXIT_PREEMPTED``)
+training stopped on SIGTERM/SIGINT or a preemption notice after saving its checkpoint: run the
+same command again to resume.
+
 Modes: ``train`` (default; resumes from WORKDIR); ``predict`` (ages images with the
 latest checkpoint's EMA generator); ``all`` (prepare data, train, age held-out faces);
 ``stats`` (label counts and a bar chart of the config's dataset); ``contact_sheet``
@@ -21,7 +26,8 @@ import jax
 from ml_collections import config_flags
 
 from faceaging import age_estimator, align, contact_sheet, dataset_stats, evaluate, predict, run_all
-from faceaging import trait_classifier, train
+from faceaging import checkpointing, config_checks, input_pipeline, stopping, trait_classifier, train
+from faceaging import workdir_lock
 from faceaging.datasets import utkface
 from faceaging.workdir import Workdir
 from faceaging.weight_files import WeightsError
@@ -46,6 +52,18 @@ flags.DEFINE_bool("paste_back", False, "predict: also write each aged face blend
 flags.DEFINE_integer("sheet_identities", 8, "contact_sheet: number of identities (rows).")
 flags.DEFINE_list("sheet_ages", ["2", "8", "15", "25", "35", "45", "55", "65", "75", "85", "95"],
                   "contact_sheet: ages (columns).")
+flags.DEFINE_integer("restore_step", None,
+                     "train: resume from this step instead of the newest one that restores (later "
+                     "steps are moved to WORKDIR/checkpoints_set_aside/, not deleted).")
+flags.DEFINE_bool("reset_data_iterator", False,
+                  "train: keep the checkpoint's train state but start a fresh data order (after "
+                  "the dataset was rebuilt with a different number of images).")
+flags.DEFINE_bool("allow_config_changes", False,
+                  "train: resume although learning rates, loss weights, batch size or other "
+                  "non-shape fields differ from the checkpoint's config.")
+flags.DEFINE_bool("break_lock", False,
+                  "train: take WORKDIR/train.lock from a trainer on another host that is known "
+                  "to be gone.")
 flags.DEFINE_bool("jax_distributed", False,
                   "Call jax.distributed.initialize() first (multi-host TPU pods, SLURM).")
 flags.DEFINE_string(
@@ -58,10 +76,36 @@ flags.register_multi_flags_validator(
 
 
 class _QuietLibraryInfo(std_logging.Filter):
-    """Drops INFO chatter of checkpoint internals so training lines stay readable."""
+    """Drops INFO chatter of checkpoint internals so training lines stay readable, and the stack
+    traces that Orbax's worker threads and their asyncio tasks log for a failed write (the
+    training loop reports it in one line)."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+        orbax = "/orbax/" in record.pathname
+        if orbax or record.name == "asyncio":
+            record.exc_info, record.exc_text = None, None
+        return record.levelno >= std_logging.WARNING or not orbax
+
+
+def _is_closed_event_loop(kind, value) -> bool:
+    return kind is RuntimeError and str(value) == "Event loop is closed"
+
+
+def ignore_closed_event_loops() -> None:
+    """Drops "Event loop is closed" errors from sys.excepthook and sys.unraisablehook:
+    tensorstore calls back into the event loop of an Orbax save that already failed (and that
+    the training loop reports in one line), once per pending write."""
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def on_exception(kind, value, traceback):
+        if not _is_closed_event_loop(kind, value):
+            excepthook(kind, value, traceback)
+
+    def on_unraisable(args):
+        if not _is_closed_event_loop(args.exc_type, args.exc_value):
+            unraisablehook(args)
+
+    sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -79,7 +123,9 @@ def enable_compilation_cache(path: str) -> None:
 
 
 def _train():
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, train.ResumeOptions(
+        restore_step=FLAGS.restore_step, reset_data_iterator=FLAGS.reset_data_iterator,
+        allow_config_changes=FLAGS.allow_config_changes, break_lock=FLAGS.break_lock))
 
 
 def _predict():
@@ -135,6 +181,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
+    ignore_closed_event_loops()
     if FLAGS.jax_distributed:
         jax.distributed.initialize()
     if FLAGS.compilation_cache:
@@ -145,12 +192,39 @@ def main(argv):
         raise app.UsageError(f"--mode={FLAGS.mode} needs --config")
     try:
         MODES[FLAGS.mode]()
-    except (utkface.DataNotFoundError, predict.PredictError, align.AlignmentUnavailable,
-            FileNotFoundError, WeightsError) as e:
+    except stopping.Preempted as e:
+        logging.warning("%s", e)
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(stopping.EXIT_PREEMPTED)
+    except config_checks.ConfigError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
+    except USER_ERRORS as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 
 
+# Errors whose message says all a user needs: printed as one line, no traceback.
+USER_ERRORS = (utkface.DataNotFoundError, predict.PredictError, align.AlignmentUnavailable,
+               FileNotFoundError, WeightsError, workdir_lock.WorkdirUnavailable,
+               checkpointing.CheckpointError, train.NonFiniteLossError,
+               input_pipeline.ImageDecodeError)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a bad ``--config.FIELD=VALUE`` override as one line."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        text = str(e).encode("utf-8", "backslashreplace").decode("unicode_escape")  # un-repr
+        detail = ": ".join(line.strip("'\" ") for line in text.splitlines() if line.strip("'\" "))
+        print(f"error: bad config override among {' '.join(overrides) or '--config'}: {detail}",
+              file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from faceaging import conv as conv_lib
+from faceaging import config_checks, conv as conv_lib
 
 LEAK = 0.2
 NORM_EPS = 1e-5
@@ -250,16 +250,9 @@ class Discriminator(nnx.Module):
 
 def check_geometry(image_size: int, cfg: ml_collections.ConfigDict) -> None:
     """Raises a clear error if the image size does not fit the down/upsampling plan."""
-    enc = math.prod(cfg.encoder_factors)
-    if len(cfg.encoder_factors) != len(cfg.encoder_channels):
-        raise ValueError(f"config.model.encoder_factors {tuple(cfg.encoder_factors)} and "
-                         f"encoder_channels {tuple(cfg.encoder_channels)} must have equal length")
-    if image_size % enc:
-        raise ValueError(f"config.image_size={image_size} must be divisible by the product of "
-                         f"config.model.encoder_factors {tuple(cfg.encoder_factors)} = {enc}")
-    if image_size < 2 ** len(cfg.disc_channels):
-        raise ValueError(f"config.image_size={image_size} is too small for "
-                         f"{len(cfg.disc_channels)} 2x discriminator poolings (config.model.disc_channels)")
+    problems = config_checks.geometry_problems(image_size, cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def build_models(config: ml_collections.ConfigDict, num_groups: int, rngs: nnx.Rngs):

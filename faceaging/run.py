@@ -10,6 +10,8 @@ imports the training loop.
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 
 from absl import logging
 from flax import nnx
@@ -56,33 +58,65 @@ def resolve(path: str) -> tuple[workdir_lib.Workdir, int | None]:
         return workdir_lib.Workdir(path), None
 
 
-def load_config(workdir: workdir_lib.Workdir) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """(config, fields filled from defaults) of the run in ``workdir``, saying which were filled."""
-    config, filled = config_lib.load(workdir.config)
+def load_config(workdir: workdir_lib.Workdir, saved: dict | None = None
+                ) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """(config, fields filled from defaults) of the run in ``workdir``: ``saved`` (the config a
+    checkpoint holds) when given, else the workdir's config.json; says which fields were filled."""
+    if saved is None:
+        source = workdir.config
+        config, filled = config_lib.load(source)
+    else:
+        source = "the checkpoint's config"
+        config, filled = config_lib.from_dict(saved)
     if filled:
         logging.info("%s predates config fields %s: they take today's defaults",
-                     workdir.config, ", ".join(filled))
+                     source, ", ".join(filled))
     return config, filled
 
 
-def load(path: str, step: int | None = None, generators=("aging",)) -> Run:
-    """The run at ``path`` (a workdir, or ``WORKDIR/checkpoints/STEP``) with the EMA weights of
-    ``generators`` (a subset of GENERATORS) of ``step`` (default: the path's, else the latest)."""
-    workdir, path_step = resolve(path)
-    step = path_step if step is None else step
-    config, filled = load_config(workdir)
+READ_ATTEMPTS = 8  # a trainer that keeps few checkpoints may delete the step being read
+
+
+def _load_step(workdir: workdir_lib.Workdir, manager, step: int, generators) -> Run:
+    config, filled = load_config(workdir, checkpointing.saved_config(manager, step))
     schedule = schedules.get_schedule(config.data.schedule)
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups,
                                                   train_state.make_optimizers(config))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     wanted = {name: params for name, params in abstract.ema_params.items() if name in generators}
-    part, step = checkpointing.restore_params(
-        workdir.checkpoints,
+    part = checkpointing.restore_params(
+        manager,
         {"ema_params": checkpointing.with_shardings(wanted, jax.tree.map(lambda _: device, wanted))},
         step)
-    if part is None:
-        raise NoCheckpointError(f"no checkpoint in {workdir.checkpoints}: train first")
     logging.info("Loaded EMA %s of step %d from %s", " and ".join(wanted), step, workdir.root)
     return Run(workdir=workdir, step=step, config=config, schedule=schedule,
                generator=graphs.generator, ema_params=part["ema_params"],
                defaults_filled=tuple(filled))
+
+
+def load(path: str, step: int | None = None, generators=("aging",)) -> Run:
+    """The run at ``path`` (a workdir, or ``WORKDIR/checkpoints/STEP``) with the EMA weights of
+    ``generators`` (a subset of GENERATORS) of ``step`` (default: the path's, else the latest),
+    with the config that step was saved with (config.json for older checkpoints).
+
+    The latest step is read even while a trainer is saving: only finished steps are listed, and
+    if the trainer deletes the step being read (``keep_checkpoints``), the newest is read again.
+    """
+    workdir, path_step = resolve(path)
+    step = path_step if step is None else step
+    if not os.path.isfile(workdir.config) and not os.path.isdir(workdir.checkpoints):
+        config_lib.load(workdir.config)  # FileNotFoundError: no run there at all
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        manager = checkpointing.read_only_manager(workdir.checkpoints)
+        chosen = manager.latest_step() if step is None else step
+        if chosen is None:
+            raise NoCheckpointError(f"no checkpoint in {workdir.checkpoints}: train first")
+        try:
+            return _load_step(workdir, manager, chosen, generators)
+        except Exception as e:  # pylint: disable=broad-except
+            if step is not None or attempt == READ_ATTEMPTS:
+                raise
+            logging.warning("Reading step %d failed (%s: %s); reading the newest step again, in "
+                            "case a trainer replaced it.", chosen, type(e).__name__, e)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

@@ -10,7 +10,8 @@ One step, read top to bottom in ``make_train_step``:
 3. Generator update: ``G_loss`` is a function of the aging pass's outputs, the restoring
    generator and the *updated* discriminator; its gradient w.r.t. those outputs is pulled back
    through step 1's vjp, and added to the restoring pass's gradient when weights are shared.
-4. EMA of the generator weights; an update whose losses or gradients are not finite is skipped.
+4. EMA of the generator weights; an update whose losses, gradients or new parameters are not
+   finite is skipped (and counted; the training loop stops on a streak of them).
 
 The loss functions are pure functions of arrays and parameters, importable and testable alone.
 """
@@ -194,16 +195,18 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                                                              state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
 
-        # 4. EMA; skip the whole update if anything was not finite.
+        # 4. EMA; skip the whole update if any loss, gradient or new parameter is not finite.
         ema = ema_update(state.ema_params, g_params, state.step, config.optim.ema_decay)
         g_norm, d_norm = optax.tree.norm(g_grads), optax.tree.norm(d_grads)
-        finite = jnp.isfinite(jnp.stack([d_total, g_total, g_norm, d_norm])).all()
+        finite = jnp.isfinite(jnp.stack([d_total, g_total, g_norm, d_norm,
+                                         optax.tree.norm(g_params), optax.tree.norm(d_params)])).all()
         updated = state.replace(g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
                                 d_opt_state=d_opt_state, ema_params=ema)
         new_state = _select(finite, updated, state).replace(
             step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
         metrics = {**d_metrics, **g_metrics, "g/total": g_total, "grad_norm/g": g_norm,
-                   "grad_norm/d": d_norm, "nonfinite_steps": new_state.nonfinite_steps}
+                   "grad_norm/d": d_norm, "nonfinite_steps": new_state.nonfinite_steps,
+                   "skipped": (~finite).astype(jnp.float32)}
         return new_state, metrics
 
     return train_step

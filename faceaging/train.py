@@ -1,9 +1,17 @@
-"""The training loop: ``train_and_evaluate(config, workdir)``."""
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Before any work the config is checked (``config_checks``) and the workdir locked
+(``workdir_lock``). A resumed run restores the newest checkpoint that restores, refuses one
+saved with an incompatible config or for other data (``ResumeOptions`` says what to accept),
+and stops cleanly: on SIGTERM/SIGINT it saves the current step and raises
+``stopping.Preempted``; on a streak of skipped (non-finite) updates it raises
+``NonFiniteLossError`` without checkpointing the skipping steps; a failed asynchronous save is
+noticed at the next step. Whatever ends the loop, an in-flight save is waited for.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import signal
+import dataclasses
 import time
 
 from absl import logging
@@ -11,31 +19,79 @@ import jax
 import ml_collections
 import numpy as np
 
-from faceaging import aging, checkpointing, config as config_lib, datasets, grids, input_pipeline
-from faceaging import mesh as mesh_lib, schedules
-from faceaging import steps, train_state, writer as writer_lib
+from faceaging import aging, checkpointing, config as config_lib, config_checks, datasets, grids
+from faceaging import input_pipeline, mesh as mesh_lib, schedules, steps, stopping, train_state
+from faceaging import workdir_lock, writer as writer_lib
 from faceaging.workdir import Workdir
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many updates were skipped because a loss or gradient was not finite."""
+    """Too many consecutive updates were skipped because something was not finite."""
 
 
-@contextlib.contextmanager
-def preemption_flag():
-    """Yields a dict whose 'stop' turns True on SIGTERM, so the loop can checkpoint and exit."""
-    flag = {"stop": False}
+class ConfigChanged(checkpointing.ResumeRefused):
+    """The config differs from the checkpoint's in a way that was not accepted."""
 
-    def handler(signum, frame):
-        del frame
-        logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
-        flag["stop"] = True
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+@dataclasses.dataclass(frozen=True)
+class ResumeOptions:
+    """How to resume (the command line's --restore_step, --reset_data_iterator,
+    --allow_config_changes and --break_lock)."""
+
+    restore_step: int | None = None  # None: the newest step that restores
+    reset_data_iterator: bool = False  # keep the train state, start a fresh data order
+    allow_config_changes: bool = False  # accept changed learning rates, loss weights, batch...
+    break_lock: bool = False  # take the workdir's lock from a trainer known to be gone
+
+
+def config_checker(config: ml_collections.ConfigDict, run_dir: Workdir, allow_changes: bool):
+    """``check(saved, step)`` for ``checkpointing.restore``: refuses a checkpoint whose config
+    (or, for older checkpoints, config.json) differs incompatibly, or in fields that need
+    ``allow_changes``; logs the accepted differences."""
+
+    def check(saved: dict | None, step: int) -> None:
+        if saved is None:
+            try:
+                saved = config_lib.to_dict(config_lib.load(run_dir.config)[0])
+            except FileNotFoundError:
+                return
+        changes = config_checks.resume_changes(saved, config)
+        where = f"the checkpoint of step {step} in {run_dir.checkpoints}"
+        if changes["incompatible"]:
+            raise ConfigChanged(
+                f"cannot resume {where}: these fields change the model's shapes or the meaning "
+                f"of its age groups: {'; '.join(changes['incompatible'])}. Train in a new "
+                "--workdir, or set them back.")
+        if changes["needs_permission"] and not allow_changes:
+            raise ConfigChanged(
+                f"{where} was trained with a different config: "
+                f"{'; '.join(changes['needs_permission'])}. Pass --allow_config_changes to resume "
+                "with these changes, or set them back.")
+        accepted = changes["needs_permission"] + changes["free"]
+        if accepted:
+            logging.warning("Resuming %s with changed config fields: %s", where, "; ".join(accepted))
+
+    return check
+
+
+class SkippedUpdates:
+    """The streak of consecutive skipped updates, from the per-step ``skipped`` metric."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.streak = 0
+        self._unseen = []
+
+    def add(self, skipped) -> None:
+        """Records a step's ``skipped`` metric (a device scalar: not fetched yet)."""
+        self._unseen.append(skipped)
+
+    def update(self) -> int:
+        """Fetches the recorded metrics; returns the current streak."""
+        for skipped in jax.device_get(self._unseen):
+            self.streak = self.streak + 1 if skipped else 0
+        self._unseen = []
+        return self.streak
 
 
 def _mean_metrics(pending: list) -> dict:
@@ -43,10 +99,17 @@ def _mean_metrics(pending: list) -> dict:
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       resume: ResumeOptions = ResumeOptions()) -> train_state.TrainState:
     """Trains (resuming from ``workdir`` if it holds checkpoints) and returns the final state."""
+    config_checks.check(config, jax.device_count(), jax.process_count())
+    with workdir_lock.hold(workdir, resume.break_lock), stopping.StopRequests() as stop_requests:
+        return _train(config, Workdir(workdir), resume, stop_requests)
+
+
+def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOptions,
+           stop_requests: stopping.StopRequests) -> train_state.TrainState:
     schedule = schedules.get_schedule(config.data.schedule)
-    run_dir = Workdir(workdir)
     builder = datasets.prepare(config)  # fails before anything is written if data is missing
     mesh = mesh_lib.make_mesh(config.mesh.num_devices)
     mesh_lib.check_batch_size(config.train.batch_size, mesh)
@@ -68,10 +131,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
     shardings = train_state.state_shardings(abstract, replicated)
     manager = checkpointing.make_manager(run_dir.checkpoints, config.train.keep_checkpoints)
-    state = checkpointing.restore(
-        manager, checkpointing.with_shardings(abstract, shardings), iterator)
+    state, restored_step = checkpointing.restore(
+        manager, checkpointing.with_shardings(abstract, shardings),
+        iterator=None if resume.reset_data_iterator else iterator, step=resume.restore_step,
+        check_config=config_checker(config, run_dir, resume.allow_config_changes))
     if state is None:
         state = train_state.create_train_state(config, schedule.num_groups, optimizers, shardings)
+    elif resume.reset_data_iterator:
+        logging.warning("Resuming step %d with a fresh data order (--reset_data_iterator).",
+                        restored_step)
+    config_dict = config_lib.to_dict(config)
     if jax.process_index() == 0:
         config_lib.save(config, run_dir.config)
 
@@ -85,16 +154,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     group_codes = np.eye(schedule.num_groups, dtype=np.float32)
 
     writer = writer_lib.MetricWriter(run_dir.tensorboard)
+    skipped = SkippedUpdates(config.train.max_nonfinite_steps)
     step = int(state.step)
     logging.info("Training from step %d to %d on %d device(s), global batch %d.", step,
                  config.train.steps, mesh.size, config.train.batch_size)
     pending, last_time, last_step = [], time.perf_counter(), step
-    with preemption_flag() as preempted:
+    try:
         while step < config.train.steps:
             batch = input_pipeline.to_global(next(iterator), data_sharded)
             state, metrics = train_step(state, batch)
             step += 1
             pending.append(metrics)
+            skipped.add(metrics["skipped"])
+            checkpointing.check_save_errors(manager)
             last = step == config.train.steps
             if step % config.train.log_every == 0 or last:
                 scalars = _mean_metrics(pending)
@@ -103,25 +175,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                 scalars["images_per_second"] = scalars["steps_per_second"] * config.train.batch_size
                 writer.scalars(step, scalars)
                 pending, last_time, last_step = [], now, step
-                if scalars["nonfinite_steps"] > config.train.max_nonfinite_steps:
-                    raise NonFiniteLossError(
-                        f"{int(scalars['nonfinite_steps'])} updates had non-finite losses or "
-                        f"gradients (more than config.train.max_nonfinite_steps="
-                        f"{config.train.max_nonfinite_steps}); the last good checkpoint is in "
-                        f"{run_dir.checkpoints}. Lower the learning rates or use "
-                        "config.dtype='float32'.")
+                _check_streak(skipped, step, manager)
             if step % config.train.sample_every == 0 or last:
                 aged = ager(state.ema_params["aging"], samples["image"], group_codes)
                 grid = grids.aging_grid(samples["image"], aged, schedule.labels)
                 writer.image(step, "samples/aging_grid", grid)
                 if jax.process_index() == 0:
                     grids.save_png(grid, run_dir.sample_grid(step))
-            stop = preempted["stop"] or manager.reached_preemption(step)
+            stop = stop_requests.requested(step, manager)
             if step % config.train.checkpoint_every == 0 or last or stop:
-                checkpointing.save(manager, step, state, iterator, force=True)
+                if _check_streak(skipped, step, manager) == 0:
+                    checkpointing.save(manager, step, state, iterator, config_dict, force=True)
+                else:
+                    logging.warning("Not saving step %d: its update was skipped (the last %d "
+                                    "were).", step, skipped.streak)
             if stop:
-                logging.warning("Stopped at step %d after a preemption signal.", step)
-                break
-    manager.wait_until_finished()
-    writer.close()
+                manager.wait_until_finished()
+                checkpointing.check_save_errors(manager)
+                raise stopping.Preempted(manager.latest_step() or 0, stop_requests.reason)
+        manager.wait_until_finished()
+        checkpointing.check_save_errors(manager)
+    finally:
+        _finish(manager, writer)
     return state
+
+
+def _check_streak(skipped: SkippedUpdates, step: int, manager) -> int:
+    """The streak of skipped updates up to ``step``; raises once it exceeds the limit."""
+    streak = skipped.update()
+    if streak > skipped.limit:
+        raise NonFiniteLossError(
+            f"the last {streak} updates (to step {step}) were skipped: their losses, gradients or "
+            f"parameters were not finite (config.train.max_nonfinite_steps={skipped.limit} in a "
+            f"row allowed). The last good checkpoint is step {manager.latest_step()} in "
+            f"{manager.directory}; lower the learning rates or use config.dtype='float32', then "
+            "run again to resume from it.")
+    return streak
+
+
+def _finish(manager, writer) -> None:
+    """Waits for an in-flight save and closes the manager and the writer, whatever happened."""
+    try:
+        manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (already failing: report, go on)
+        logging.error("A checkpoint save failed while stopping: %s", e)
+    finally:
+        checkpointing.remove_unfinished(str(manager.directory))
+        manager.close()
+        writer.close()

@@ -2,7 +2,10 @@
 
     WORKDIR/
       config.json                the config the run was trained with
-      checkpoints/STEP/          Orbax: the train state and the data iterator of STEP
+      checkpoints/STEP/          Orbax: the train state, the data iterator and the config of STEP
+      checkpoints_set_aside/     steps that did not restore or followed --restore_step
+                                 (``checkpointing.SET_ASIDE``)
+      train.lock                 host and PID of the running trainer (``workdir_lock``)
       samples/step_STEP.png      aging grids of validation faces written while training
       tensorboard/               event files (training scalars, sample grids, eval means)
       eval/STEP.json, STEP.md    --mode=eval reports

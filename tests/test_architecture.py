@@ -9,7 +9,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "faceaging"
 # Lower layers never import higher ones (docs/architecture.md draws the same list).
 LAYERS = [
     ("foundation", ["files", "workdir", "config", "schedules", "pixels", "batching", "image_io",
-                    "grids", "perf", "weight_files", "image_metrics", "feature_metrics", "mesh"]),
+                    "grids", "perf", "weight_files", "image_metrics", "feature_metrics", "mesh",
+                    "config_checks", "workdir_lock", "stopping"]),
     ("data", ["datasets", "datasets.utkface", "datasets.synthfaces", "input_pipeline", "align"]),
     ("model", ["conv", "models", "losses", "train_state", "small_models", "inception",
                "face_embedding"]),

@@ -75,7 +75,7 @@ def test_seed_geometry_matches_original_plan():
 def test_bad_geometry_is_a_clear_error():
     config = config_lib.tiny(config_lib.base_config())
     config.image_size = 30
-    with pytest.raises(ValueError, match="image_size=30 must be divisible"):
+    with pytest.raises(ValueError, match=r"image_size=30: expected a multiple of 4 \(the product of model.encoder_factors\)"):
         models.build_models(config, 14, nnx.Rngs(0))
 
 

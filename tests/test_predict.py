@@ -176,7 +176,7 @@ def test_run_load_restores_only_the_ema_generators_and_names_filled_defaults(tra
         config, schedules_lib.get_schedule(config.data.schedule).num_groups,
         train_state.make_optimizers(config))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    full = checkpointing.restore(
+    full, _ = checkpointing.restore(
         checkpointing.make_manager(trained.workdir.checkpoints, read_only=True),
         checkpointing.with_shardings(abstract, jax.tree.map(lambda _: device, abstract)))
     assert jax.tree.structure(full.ema_params["aging"]) == jax.tree.structure(trained.params("aging"))
@@ -186,9 +186,11 @@ def test_run_load_restores_only_the_ema_generators_and_names_filled_defaults(tra
     assert set(both.ema_params) == {"aging", "restoring"}
     with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 7 .* saved steps: \[2\]"):
         run_lib.load(trained_workdir, step=7)
-    # A run saved before a config field existed: the field takes its default and is named.
+    # A run saved before a config field existed (and before checkpoints held their config):
+    # config.json is read, the field takes its default and is named.
     old = tmp_path / "old_run"
     shutil.copytree(trained_workdir, old)
+    shutil.rmtree(old / "checkpoints" / "2" / checkpointing.CONFIG)
     saved = json.loads((old / "config.json").read_text())
     del saved["eval"]["evaluators"], saved["loss"]["preserve"]
     (old / "config.json").write_text(json.dumps(saved))

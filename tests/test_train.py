@@ -71,6 +71,7 @@ def test_generator_uses_the_age_code_to_hit_each_target_group(tiny_config):
 
 
 def test_nonfinite_update_is_skipped_and_counted(tiny_config):
+    tiny_config.loss.preserve = 1.0  # the program of test_repeated_batch_...: compiled once
     state, step, mesh = make_step(tiny_config)
     poisoned = jax.tree.map(lambda x: x, state.g_params)
     first_leaf = jax.tree.leaves(poisoned["aging"])[0]

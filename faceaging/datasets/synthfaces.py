@@ -304,10 +304,11 @@ def read_index(folder: str) -> list[dict]:
 class SynthFaces(utkface.UTKFace):
     """SynthFaces read by the unchanged UTKFace builder logic, under its own dataset name."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "1.1.0": "Renderer 2: pose and lighting drawn apart from age features; "
-                              "larger irises in distinct colours."}
+                              "larger irises in distinct colours.",
+                     "1.2.0": "Files that do not decode as images are left out (and listed)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Generated on first use by faceaging (configs/synthfaces.py)."
 
 

@@ -20,6 +20,7 @@ from typing import Iterator
 
 from absl import logging
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 
 ARCHIVE_NAME = "UTKFace.tar.gz"
@@ -115,27 +116,67 @@ def iter_files(source: str) -> Iterator[tuple[str, bytes]]:
                 yield os.path.basename(member.name), archive.extractfile(member).read()
 
 
-def iter_labelled(source: str, split: str) -> Iterator[tuple[str, bytes, FaceLabels]]:
-    """Yields the well-named images of ``split``; logs what it skipped."""
-    skipped = []
+def decode_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a usable RGB image (truncated, empty, not an image...), or None."""
+    if not data:
+        return "empty file"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.width < 1 or image.height < 1:
+                return f"image of size {image.width}x{image.height}"
+            image.convert("RGB")
+    except Exception as e:  # pylint: disable=broad-except  (PIL raises many kinds)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@dataclasses.dataclass
+class Scan:
+    """What a build will use: the decodable, well-named files of each split, and what it skips."""
+
+    usable: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    misnamed: list[str] = dataclasses.field(default_factory=list)
+    undecodable: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # "name: reason"
+
+    def log(self, dataset: str) -> None:
+        if self.misnamed:
+            logging.warning(
+                "%s: skipped %d file(s) with malformed names or out-of-range labels (expected "
+                "age_gender_race_datetime%s with age %d-%d, gender < %d, race < %d): %s", dataset,
+                len(self.misnamed), NAME_SUFFIX, *AGE_RANGE, NUM_GENDERS, NUM_RACES,
+                ", ".join(self.misnamed))
+        for split, lines in sorted(self.undecodable.items()):
+            logging.warning("%s %s: skipped %d file(s) that are not decodable images: %s",
+                            dataset, split, len(lines), "; ".join(lines))
+
+    def metadata(self) -> dict:
+        return {"misnamed": len(self.misnamed), "undecodable": self.undecodable}
+
+
+def scan(source: str) -> Scan:
+    """Reads and decodes every image of ``source`` once, sorting it into a split or a skip list."""
+    found = Scan()
     for name, data in iter_files(source):
         labels = parse_name(name)
         if labels is None:
-            skipped.append(name)
-        elif split_of(labels) == split:
-            yield name, data, labels
-    if skipped:
-        logging.warning("UTKFace %s: skipped %d file(s) with malformed names or out-of-range "
-                        "labels (expected age_gender_race_datetime%s with age %d-%d, gender "
-                        "< %d, race < %d): %s", split, len(skipped), NAME_SUFFIX, *AGE_RANGE,
-                        NUM_GENDERS, NUM_RACES, ", ".join(skipped))
+            found.misnamed.append(name)
+            continue
+        split = split_of(labels)
+        problem = decode_problem(data)
+        if problem is None:
+            found.usable.setdefault(split, set()).add(name)
+        else:
+            found.undecodable.setdefault(split, []).append(f"{name}: {problem}")
+    return found
 
 
 class UTKFace(tfds.core.GeneratorBasedBuilder):
     """UTKFace aligned-and-cropped faces with age, gender and race labels."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Files that do not decode as images are left out (and listed)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Download UTKFace's aligned & cropped faces yourself and place either
     `{ARCHIVE_NAME}` or the extracted `{FOLDER_NAME}/` folder in the manual dir
@@ -157,17 +198,27 @@ class UTKFace(tfds.core.GeneratorBasedBuilder):
             }),
             supervised_keys=("image", "age"),
             homepage="https://susanqq.github.io/UTKFace/",
+            metadata=tfds.core.MetadataDict(),  # skipped_files: {split: {...}} (see SkippedFiles)
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        source, labelled = find_labelled(os.fspath(dl_manager.manual_dir))
-        present = sorted({split_of(labels) for labels in labelled})  # a tiny set may lack one
-        return {split: self._generate_examples(source, split) for split in present}
+        source, _ = find_labelled(os.fspath(dl_manager.manual_dir))
+        found = scan(source)
+        found.log(self.name)
+        self.info.metadata["skipped_files"] = found.metadata()
+        if not found.usable:
+            raise DataNotFoundError(f"{source!r} holds no decodable images: "
+                                    + "; ".join(sum(found.undecodable.values(), [])))
+        # only splits with images (a tiny set may lack one)
+        return {split: self._generate_examples(source, names)
+                for split, names in sorted(found.usable.items())}
 
-    def _generate_examples(self, source: str, split: str):
-        for name, data, labels in iter_labelled(source, split):
-            yield name, {"image": io.BytesIO(data), "age": labels.age, "gender": labels.gender,
-                         "race": labels.race, "file_name": name}
+    def _generate_examples(self, source: str, names: set[str]):
+        for name, data in iter_files(source):
+            if name in names:
+                labels = parse_name(name)
+                yield name, {"image": io.BytesIO(data), "age": labels.age,
+                             "gender": labels.gender, "race": labels.race, "file_name": name}
 
 
 def prepare(data_dir: str, manual_dir: str) -> UTKFace:

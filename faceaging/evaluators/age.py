@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from faceaging import age_estimator
@@ -15,7 +14,8 @@ class Evaluator(common.Evaluator):
     def __init__(self, ctx: common.Context):
         self.ctx = ctx
         self.graph, self.params = age_estimator.load_estimator(ctx.config, ctx.run.workdir.root)
-        self.estimate = jax.jit(lambda x: age_estimator.estimate(self.graph, self.params, x))
+        self.estimate = common.compiled_with(
+            self.params, lambda p, x: age_estimator.estimate(self.graph, p, x))
 
     def group_metrics(self, group, aged):
         schedule = self.ctx.schedule

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jax
-
 from faceaging import batching, feature_metrics, inception
 from faceaging.evaluators import common
 
@@ -19,7 +17,8 @@ class Evaluator(common.Evaluator):
 
         def load(path):
             graph, params = inception.load_inception(path, c.fid_source_sha256_prefix)
-            return jax.jit(lambda x: inception.pool_features(graph, params, x, c.fid_image_size))
+            return common.compiled_with(
+                params, lambda p, x: inception.pool_features(graph, p, x, c.fid_image_size))
 
         self.features = common.optional_weights(c.fid_weights, WEIGHTS_FILE, c, load, "fid_kid")
 

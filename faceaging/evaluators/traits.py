@@ -3,7 +3,6 @@ from the aged image as from its input (its ceiling: the same check on the true a
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from faceaging import trait_classifier
@@ -19,7 +18,8 @@ class Evaluator(common.SynthFacesEvaluator):
             graph, params = trait_classifier.load_trait_classifier(ctx.config, ctx.run.workdir.root)
         except FileNotFoundError as e:
             raise common.Skipped("trait_agreement", str(e)) from None
-        self.traits = jax.jit(lambda x: trait_classifier.predict_traits(graph, params, x))
+        self.traits = common.compiled_with(
+            params, lambda p, x: trait_classifier.predict_traits(graph, p, x))
         self.input_traits = np.asarray(self.traits(ctx.images))
         self.by_trait = {}
 
