@@ -130,7 +130,9 @@ def test_a_rebuilt_dataset_is_refused_on_resume_unless_the_data_order_is_reset(
 def test_a_nonfinite_streak_stops_without_checkpointing_and_a_fixed_run_continues(
         fault_dirs, trained, tmp_path):
     workdir = copy_run(trained, tmp_path)
-    broken = tiny_config(fault_dirs, steps=30, max_nonfinite_steps=2)
+    # Updates are skipped from step 7 or 8; the checkpoint step 9 falls inside the streak
+    # (at most 4 allowed: the run stops at step 11 or 12).
+    broken = tiny_config(fault_dirs, steps=30, max_nonfinite_steps=4)
     broken.optim.g_learning_rate = broken.optim.d_learning_rate = 1e30
     with pytest.raises(train.NonFiniteLossError, match=r"last good checkpoint is step 6"):
         train.train_and_evaluate(broken, workdir, train.ResumeOptions(allow_config_changes=True))
