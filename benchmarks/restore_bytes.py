@@ -39,7 +39,7 @@ def _measure(kind: str, workdir: str, generators) -> dict:
         target = checkpointing.with_shardings(abstract, jax.tree.map(lambda _: device, abstract))
         manager = checkpointing.make_manager(run_lib.resolve(workdir)[0].checkpoints, read_only=True)
         start_bytes, start = _read_bytes(), time.perf_counter()
-        state = checkpointing.restore(manager, target)
+        state, _, _ = checkpointing.restore(manager, target)
         jax.block_until_ready(state)
         leaves = jax.tree.leaves(state)
     else:

@@ -41,5 +41,6 @@ class Ager:
         return jax.make_array_from_callback(padded.shape, self._data, lambda index: padded[index])
 
     def __call__(self, params, images: np.ndarray, codes) -> np.ndarray:
-        aged = self.age_all(params, self.place_images(images), jnp.asarray(codes, jnp.float32))
+        aged = self.age_all(self.place_params(params), self.place_images(images),
+                            jnp.asarray(codes, jnp.float32))
         return np.asarray(aged)[:len(images)]

@@ -1,7 +1,7 @@
-"""Orbax checkpoints of the train state, the grain iterator position and the config.
+"""Orbax checkpoints of the train state, the data position and the config.
 
 Training saves all three items and restores with a fallback: a step that does not restore
-(truncated files, a missing ``_METADATA``, an emptied iterator JSON) is reported and moved to
+(truncated files, a missing ``_METADATA``, an emptied data position JSON) is reported and moved to
 ``WORKDIR/checkpoints_set_aside/``, and the newest earlier step that restores is used; nothing is
 deleted. Inference restores only the parameters it needs (``restore_params``, a partial restore
 that reads nothing else from disk), retrying when a concurrent trainer deletes the step it read.
@@ -9,15 +9,15 @@ that reads nothing else from disk), retrying when a concurrent trainer deletes t
 
 from __future__ import annotations
 
-import os
-import shutil
+import fnmatch
 import time
 
 from absl import logging
-import grain
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+from faceaging import files
 
 STATE, DATA, CONFIG = "state", "data", "config"  # the items of every checkpoint step
 TMP_MARKER = ".orbax-checkpoint-tmp"  # in the names of Orbax's unfinished step folders
@@ -33,7 +33,7 @@ class ResumeRefused(CheckpointError):
 
 
 class DataOrderChanged(ResumeRefused):
-    """The training data (record count, shuffling, workers) differs from the checkpoint's."""
+    """The training data (its record count) differs from the checkpoint's."""
 
 
 def make_manager(directory: str, keep: int | None = None,
@@ -43,7 +43,7 @@ def make_manager(directory: str, keep: int | None = None,
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            read_only=read_only,
                                            cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+    return ocp.CheckpointManager(files.epath_of(directory), options=options,
                                  item_names=(STATE, DATA, CONFIG))
 
 
@@ -53,13 +53,14 @@ def with_shardings(abstract, shardings):
                         abstract, shardings)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, iterator, config_dict: dict,
+def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config_dict: dict,
          force: bool = False) -> bool:
-    """Saves state, data position and config (asynchronously); returns whether a save started.
-    A failure of this or the previous save raises ``CheckpointError`` (see ``check_save_errors``)."""
+    """Saves state, data position (``input_pipeline.TrainBatches.state()``, the same on every
+    process) and config, asynchronously; returns whether a save started. A failure of this or
+    the previous save raises ``CheckpointError`` (see ``check_save_errors``)."""
     try:
         return manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config_dict)), force=force)
     except Exception as e:  # pylint: disable=broad-except
         raise _write_failed(manager, e) from e
@@ -95,16 +96,16 @@ def check_save_errors(manager: ocp.CheckpointManager) -> None:
 
 def remove_unfinished(directory: str) -> list[str]:
     """Deletes Orbax's unfinished step folders in ``directory`` (process 0); returns their names."""
-    if jax.process_index() != 0 or not os.path.isdir(directory):
+    if jax.process_index() != 0 or not files.isdir(directory):
         return []
-    names = sorted(n for n in os.listdir(directory) if TMP_MARKER in n)
+    names = sorted(n for n in files.listdir(directory) if TMP_MARKER in n)
     for name in names:
-        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        files.rmtree(files.join(directory, name))
     return names
 
 
 def has_item(manager: ocp.CheckpointManager, step: int, item: str) -> bool:
-    return os.path.isdir(os.path.join(str(manager.directory), str(step), item))
+    return files.isdir(step_path(manager, step, item))
 
 
 def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:
@@ -131,11 +132,11 @@ def set_aside(manager: ocp.CheckpointManager, steps, reason: str) -> list[str]:
     moved = []
     if jax.process_index() == 0:
         directory = str(manager.directory)
-        target_root = os.path.join(os.path.dirname(directory), SET_ASIDE)
-        os.makedirs(target_root, exist_ok=True)
+        target_root = files.join(files.dirname(directory), SET_ASIDE)
+        files.makedirs(target_root)
         for step in sorted(steps):
-            target = os.path.join(target_root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.rename(os.path.join(directory, str(step)), target)
+            target = files.join(target_root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+            files.rename(step_path(manager, step), target)
             moved.append(target)
             logging.warning("Moved the checkpoint of step %d to %s (%s)", step, target, reason)
     if jax.process_count() > 1:
@@ -144,31 +145,28 @@ def set_aside(manager: ocp.CheckpointManager, steps, reason: str) -> list[str]:
     return moved
 
 
-def _is_data_mismatch(error: BaseException) -> bool:
-    """grain's refusal of an iterator state saved for other data (not a damaged file)."""
-    return isinstance(error, ValueError) and " does not match " in str(error)
-
-
-def restore_iterator(manager: ocp.CheckpointManager, step: int, iterator) -> None:
-    """Moves ``iterator`` to the position saved in ``step``; ``DataOrderChanged`` when the
-    checkpoint was saved for other data."""
-    try:
-        manager.restore(step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(iterator)))
-    except ValueError as e:
-        if not _is_data_mismatch(e):
-            raise
-        detail = " ".join(str(e).splitlines()[:3])
+def saved_data_state(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The data position saved in ``step`` (``DataOrderChanged`` for a checkpoint written with
+    grain's per-process iterator files by an older faceaging)."""
+    if any(fnmatch.fnmatch(name, "process_*-of-*.json")
+           for name in files.listdir(step_path(manager, step, DATA))):
         raise DataOrderChanged(
-            f"the checkpoint of step {step} in {manager.directory} was saved for different "
-            f"training data or loader settings ({detail}). To keep the trained state and start "
-            "a fresh data order, pass --reset_data_iterator; otherwise restore the data (and "
-            "config.data.worker_count) the run was trained with.") from e
+            f"the checkpoint of step {step} in {manager.directory} stores its data position in the "
+            "old per-process format. Pass --reset_data_iterator to keep its train state and "
+            "start a fresh data order.")
+    return manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))[DATA]
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state, iterator=None, step: int | None = None,
-            check_config=None):
-    """(state, step) of the newest step that restores (``step`` only, if given), moving
-    ``iterator`` to its saved position when given; (None, None) if there is no checkpoint.
+def step_path(manager: ocp.CheckpointManager, step: int, *parts) -> str:
+    """``CHECKPOINTS/STEP[/PARTS]`` (local or gs://)."""
+    return files.join(str(manager.directory), str(step), *parts)
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None,
+            check_config=None, check_data=None):
+    """(state, step, data position) of the newest step that restores (``step`` only, if given);
+    (None, None, None) if there is no checkpoint. The data position is read only when
+    ``check_data(saved_data_state, step)`` is given (it may raise ``DataOrderChanged``).
 
     ``check_config(saved_config_or_None, step)`` runs before a step's arrays are read and may
     raise ``ResumeRefused`` to refuse it. A latest step that does not restore is set aside (see ``set_aside``)
@@ -184,10 +182,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state, iterator=None, step:
         try:
             if check_config is not None:
                 check_config(saved_config(manager, candidate), candidate)
+            data_state = None
+            if check_data is not None:
+                data_state = saved_data_state(manager, candidate)
+                check_data(data_state, candidate)
             state = manager.restore(candidate, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state)))[STATE]
-            if iterator is not None:
-                restore_iterator(manager, candidate, iterator)
         except ResumeRefused:
             raise
         except Exception as e:  # pylint: disable=broad-except  (any damage: try the previous step)
@@ -202,11 +202,11 @@ def restore(manager: ocp.CheckpointManager, abstract_state, iterator=None, step:
         later = [s for s in manager.all_steps() if s > candidate]
         if later:
             set_aside(manager, later, f"training continues from step {candidate}")
-        return state, candidate
+        return state, candidate, data_state
     if failed:
         raise CheckpointError(f"no checkpoint in {manager.directory} can be restored: "
                               + "; ".join(failed))
-    return None, None
+    return None, None, None
 
 
 def read_only_manager(directory: str) -> ocp.CheckpointManager:
@@ -219,7 +219,7 @@ def restore_params(manager: ocp.CheckpointManager, abstract_part: dict, step: in
     ``{"ema_params": {"aging": ...}}``; the rest of the state (other parameters, optimizer
     moments) and the data iterator are not read."""
     step = _checked_step(manager, step)
-    path = os.path.join(str(manager.directory), str(step), STATE)
+    path = files.epath_of(step_path(manager, step, STATE))
     logging.info("Restoring %s of step %d from %s", "/".join(abstract_part), step, manager.directory)
     return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
         item=abstract_part, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_part),

@@ -59,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.num_devices = -1  # data-parallel devices; -1 uses every device
+    c.mesh.fsdp = False  # split parameters and optimizer state over the devices (FSDP)
 
     c.estimator = ml_collections.ConfigDict()  # independent age estimator for evaluation
     c.estimator.channels = (32, 64, 128, 128)
@@ -163,7 +164,6 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def load(path: str) -> tuple[ml_collections.ConfigDict, list[str]]:
     """(config, fields filled from defaults) of a config JSON written by ``save``."""
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise FileNotFoundError(f"{path} not found: its folder holds no faceaging training run")
-    with open(path) as f:
-        return from_dict(json.load(f))
+    return from_dict(json.loads(files.read_text(path)))

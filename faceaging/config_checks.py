@@ -26,7 +26,7 @@ INCOMPATIBLE = ("image_size", "model.", "data.name", "data.schedule")
 # Fields a resumed run may change freely: how long, how often, where, and evaluation settings.
 FREE = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
         "train.keep_checkpoints", "train.max_nonfinite_steps", "data.data_dir", "data.manual_dir",
-        "data.worker_count", "data.num_sample_images", "mesh.num_devices", "eval.", "estimator.",
+        "data.worker_count", "data.num_sample_images", "mesh.", "eval.", "estimator.",
         "traits.")
 
 

@@ -1,10 +1,11 @@
 """Per-process grain input pipeline over a TFDS array_record source.
 
-Each JAX process reads its own shard, decodes and resizes, flips, maps ages to
-groups by the config's schedule (dropping ages no group covers), draws a target
-group different from the source group, and batches. Batches hold uint8 images
-and int32 labels; ``to_global`` turns a process-local batch into global
-``jax.Array``s sharded over the mesh's data axis.
+Maps ages to groups by the config's schedule (dropping ages no group covers); one
+global shuffled order of the samples, of which each JAX process reads its rows of
+every global batch (``GlobalBatches``); decodes and resizes, flips, draws a target
+group different from the source group. Batches hold uint8 images and int32 labels;
+``to_global`` turns a process-local batch into global ``jax.Array``s sharded over
+the mesh's data axis.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 
+from absl import logging
 import grain.python as grain
 import jax
 import ml_collections
@@ -124,11 +126,11 @@ class FlipAndDrawTarget(grain.RandomMapTransform):
         return {**element, "image": np.ascontiguousarray(image), "target": np.int32(target)}
 
 
-def process_batch_size(global_batch_size: int) -> int:
-    if global_batch_size % jax.process_count():
+def process_batch_size(global_batch_size: int, process_count: int) -> int:
+    if global_batch_size % process_count:
         raise ValueError(f"config.train.batch_size={global_batch_size} must be divisible by the "
-                         f"number of processes ({jax.process_count()})")
-    return global_batch_size // jax.process_count()
+                         f"number of processes ({process_count})")
+    return global_batch_size // process_count
 
 
 MAX_AUTO_WORKERS = 8
@@ -148,25 +150,114 @@ def resolve_worker_count(requested: int) -> int:
     return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 1))
 
 
+ENDLESS = 2**40  # batches a training loader can yield: more than any run takes
+
+
+class GlobalBatches(grain.RandomAccessDataSource):
+    """Element k: this process's rows of the k-th global batch after sample position ``start``.
+
+    The run's p-th training sample is record ``permutation(epoch)[p % N]``, epoch = p // N: one
+    shuffled order of the N records per epoch, seeded by (seed, epoch). Global batch k holds
+    samples start + k*G ... start + k*G + G-1, and process i of n takes its G/n consecutive rows
+    from i*G/n. Flips and targets are drawn from a generator seeded by (seed, p). So what a step
+    trains on depends on the seed, the data and the sample position only, never on how many
+    processes or grain workers read it: a run resumes on another topology with the same batches.
+    """
+
+    def __init__(self, source: GroupedSource, transforms: tuple[Decode, FlipAndDrawTarget], *,
+                 global_batch_size: int, seed: int, start: int = 0, process_index: int = 0,
+                 process_count: int = 1):
+        self._source, (self._decode, self._draw) = source, transforms
+        self._global_batch_size, self._seed, self._start = global_batch_size, seed, start
+        self._rows = process_batch_size(global_batch_size, process_count)
+        self._first_row = process_index * self._rows
+        self._permutations: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return ENDLESS
+
+    def __repr__(self) -> str:
+        return (f"GlobalBatches({self._source!r}, batch={self._global_batch_size}, "
+                f"start={self._start}, rows={self._first_row}..{self._first_row + self._rows})")
+
+    def positions(self, k: int) -> np.ndarray:
+        """Sample positions of this process's rows of global batch ``k``."""
+        first = self._start + k * self._global_batch_size + self._first_row
+        return np.arange(first, first + self._rows)
+
+    def record_index(self, position: int) -> int:
+        """The source record of the run's sample ``position``."""
+        epoch, offset = divmod(int(position), len(self._source))
+        if epoch not in self._permutations:
+            self._permutations = {epoch: np.random.default_rng([self._seed, 0, epoch]).permutation(
+                len(self._source))}  # one epoch at a time: batches only move forward
+        return int(self._permutations[epoch][offset])
+
+    def sample(self, position: int) -> dict:
+        element = self._decode.map(self._source[self.record_index(position)])
+        return self._draw.random_map(element, np.random.default_rng([self._seed, 1, int(position)]))
+
+    def __getitem__(self, k: int) -> dict:
+        rows = [self.sample(p) for p in self.positions(k)]
+        return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+class TrainBatches:
+    """An endless iterator over this process's share of the global training batches that knows
+    its sample position (``state()``, saved in every checkpoint)."""
+
+    def __init__(self, source: GroupedSource, loader: grain.DataLoader, global_batch_size: int,
+                 start: int):
+        self.records, self.global_batch_size, self.position = len(source), global_batch_size, start
+        self._batches = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._batches)
+        self.position += self.global_batch_size
+        return batch
+
+    def state(self) -> dict:
+        """The data position as a checkpoint stores it: samples consumed and the record count."""
+        return {"position": self.position, "records": self.records}
+
+
+def data_order_problem(saved: dict, num_records: int) -> str | None:
+    """Why a saved data position does not fit ``num_records`` training records (None: it does)."""
+    if not isinstance(saved.get("position"), int) or not isinstance(saved.get("records"), int):
+        return f"the saved data position {saved} has no integer 'position' and 'records'"
+    if saved["records"] != num_records:
+        return (f"it was trained on records={saved['records']}, the dataset now has "
+                f"records={num_records}")
+    return None
+
+
 def make_train_loader(config: ml_collections.ConfigDict, source: GroupedSource, num_groups: int,
-                      batch_size: int | None = None, worker_count: int | None = None) -> grain.DataLoader:
-    """An endless, shuffled, per-process loader of training batches of ``batch_size`` images
-    globally (default ``config.train.batch_size``), decoded by ``worker_count`` processes
-    (default ``config.data.worker_count``)."""
+                      batch_size: int | None = None, worker_count: int | None = None,
+                      start: int = 0) -> TrainBatches:
+    """An endless iterator of this process's rows of shuffled global batches of ``batch_size``
+    images (default ``config.train.batch_size``) from sample position ``start`` (see
+    ``GlobalBatches``), decoded by ``worker_count`` processes (default
+    ``config.data.worker_count``)."""
     if len(source) == 0:
         raise ValueError(f"no training images of {config.data.name!r} fall into any group of "
                          f"schedule {config.data.schedule!r}")
+    batch_size = batch_size or config.train.batch_size
     probs = target_probabilities(source.groups, num_groups, config.data.target_sampling)
-    sampler = grain.IndexSampler(
-        num_records=len(source), shard_options=grain.ShardByJaxProcess(drop_remainder=True),
-        shuffle=True, num_epochs=None, seed=config.seed)
-    return grain.DataLoader(
-        data_source=source, sampler=sampler,
-        operations=[Decode(config.image_size), FlipAndDrawTarget(probs, config.data.random_flip),
-                    grain.Batch(process_batch_size(batch_size or config.train.batch_size),
-                                drop_remainder=True)],
+    batches = GlobalBatches(
+        source, (Decode(config.image_size), FlipAndDrawTarget(probs, config.data.random_flip)),
+        global_batch_size=batch_size, seed=config.seed, start=start,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    rows = batches.positions(0) - start
+    logging.info("Process %d reads rows %d..%d of every global batch of %d, from sample %d.",
+                 jax.process_index(), rows[0], rows[-1] + 1, batch_size, start)
+    loader = grain.DataLoader(
+        data_source=batches, sampler=grain.SequentialSampler(ENDLESS),
         worker_count=resolve_worker_count(
             config.data.worker_count if worker_count is None else worker_count))
+    return TrainBatches(source, loader, batch_size, start)
 
 
 def sample_batch(source: GroupedSource, count: int, image_size: int) -> dict:

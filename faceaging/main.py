@@ -56,8 +56,9 @@ flags.DEFINE_integer("restore_step", None,
                      "train: resume from this step instead of the newest one that restores (later "
                      "steps are moved to WORKDIR/checkpoints_set_aside/, not deleted).")
 flags.DEFINE_bool("reset_data_iterator", False,
-                  "train: keep the checkpoint's train state but start a fresh data order (after "
-                  "the dataset was rebuilt with a different number of images).")
+                  "train: keep the checkpoint's train state but not its data position; training "
+                  "continues at the step's position in the current dataset's order (after the "
+                  "dataset was rebuilt with a different number of images).")
 flags.DEFINE_bool("allow_config_changes", False,
                   "train: resume although learning rates, loss weights, batch size or other "
                   "non-shape fields differ from the checkpoint's config.")
@@ -65,7 +66,12 @@ flags.DEFINE_bool("break_lock", False,
                   "train: take WORKDIR/train.lock from a trainer on another host that is known "
                   "to be gone.")
 flags.DEFINE_bool("jax_distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host TPU pods, SLURM).")
+                  "Call jax.distributed.initialize() first: every process of a multi-host run "
+                  "(TPU pod slices and SLURM are detected; elsewhere give the three flags below).")
+flags.DEFINE_string("coordinator_address", None,
+                    "--jax_distributed: HOST:PORT of process 0 (default: detected).")
+flags.DEFINE_integer("num_processes", None, "--jax_distributed: processes in the run (default: detected).")
+flags.DEFINE_integer("process_id", None, "--jax_distributed: this process's index (default: detected).")
 flags.DEFINE_string(
     "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "faceaging", "xla"),
     "JAX's persistent compilation cache: a resumed or repeated run loads its compiled steps "
@@ -183,7 +189,10 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     ignore_closed_event_loops()
     if FLAGS.jax_distributed:
-        jax.distributed.initialize()
+        if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):  # CPU devices talk via gloo
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     if FLAGS.compilation_cache:
         enable_compilation_cache(FLAGS.compilation_cache)
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),

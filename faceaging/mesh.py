@@ -28,6 +28,20 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+FSDP_MIN_ELEMENTS = 1024  # smaller leaves (biases, norms) stay replicated: splitting costs more
+
+
+def fully_sharded(shape: tuple, mesh: Mesh) -> NamedSharding:
+    """FSDP: the largest axis of ``shape`` that the data axis divides split over it (each device
+    holds 1/n of the leaf); replicated when no axis divides or the leaf is small."""
+    n = mesh.shape[DATA_AXIS]
+    axes = [a for a in range(len(shape)) if shape[a] % n == 0]
+    if not axes or int(np.prod(shape)) < FSDP_MIN_ELEMENTS:
+        return replicated(mesh)
+    axis = max(axes, key=lambda a: shape[a])
+    return NamedSharding(mesh, P(*[DATA_AXIS if a == axis else None for a in range(len(shape))]))
+
+
 def data_sharded(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over the data axis."""
     return NamedSharding(mesh, P(DATA_AXIS))

@@ -114,7 +114,7 @@ def interpolation_codes(num_groups: int, groups: list[int], frames_per_group: in
 
 
 def _outputs(output_dir: str, relative: str, labels, gif: bool, paste_back: bool) -> dict:
-    stem = os.path.join(output_dir, os.path.splitext(relative)[0])
+    stem = files.join(output_dir, os.path.splitext(relative)[0])
     out = {"targets": [f"{stem}_age_{label}.png" for label in labels], "grid": f"{stem}_grid.png",
            "gif": f"{stem}_aging.gif" if gif else None,
            "photos": [f"{stem}_photo_age_{label}.png" for label in labels] if paste_back else []}
@@ -183,7 +183,7 @@ def predict(workdir: str | None, input_spec: str, output_dir: str, *, checkpoint
     summary, todo = Summary(), []
     for path, relative in inputs:
         out = _outputs(output_dir, relative, labels, gif, paste_back)
-        if not overwrite and any(os.path.exists(p) for p in out["all"]):
+        if not overwrite and any(files.exists(p) for p in out["all"]):
             logging.warning("%s: skipped, outputs exist (pass --overwrite to replace them)", path)
             summary.skipped += 1
         else:

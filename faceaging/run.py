@@ -10,7 +10,6 @@ imports the training loop.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 from absl import logging
@@ -19,7 +18,7 @@ import jax
 import ml_collections
 
 from faceaging import aging, checkpointing, config as config_lib, mesh as mesh_lib, schedules
-from faceaging import train_state, workdir as workdir_lib
+from faceaging import files, train_state, workdir as workdir_lib
 
 GENERATORS = ("aging", "restoring")
 
@@ -104,7 +103,7 @@ def load(path: str, step: int | None = None, generators=("aging",)) -> Run:
     """
     workdir, path_step = resolve(path)
     step = path_step if step is None else step
-    if not os.path.isfile(workdir.config) and not os.path.isdir(workdir.checkpoints):
+    if not files.isfile(workdir.config) and not files.isdir(workdir.checkpoints):
         config_lib.load(workdir.config)  # FileNotFoundError: no run there at all
     for attempt in range(1, READ_ATTEMPTS + 1):
         manager = checkpointing.read_only_manager(workdir.checkpoints)

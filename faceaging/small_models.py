@@ -3,7 +3,6 @@ CNN, a training loop, and saving/loading of their parameters."""
 
 from __future__ import annotations
 
-import os
 
 from absl import logging
 from flax import nnx
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
-from faceaging import pixels
+from faceaging import files, pixels
 
 
 class ConvNet(nnx.Module):
@@ -72,14 +71,15 @@ class Batches:
 def save_params(root: str, step: int, params) -> None:
     """Saves a network's parameters as an Orbax checkpoint ``root/step``."""
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(root, str(step)), params, force=True)
+    checkpointer.save(files.epath_of(files.join(root, str(step))), params, force=True)
     checkpointer.wait_until_finished()
 
 
 def load_params(root: str, make_model, what: str, mode: str):
     """(graph, params) of the latest checkpoint under ``root`` of the model ``make_model()`` builds."""
-    saved = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+    saved = sorted(int(d) for d in files.listdir(root) if d.isdigit()) if files.isdir(root) else []
     if not saved:
         raise FileNotFoundError(f"no {what} in {root}: run --mode={mode} first")
     graph, abstract = nnx.split(nnx.eval_shape(make_model))
-    return graph, ocp.StandardCheckpointer().restore(os.path.join(root, str(saved[-1])), abstract)
+    return graph, ocp.StandardCheckpointer().restore(
+        files.epath_of(files.join(root, str(saved[-1]))), abstract)

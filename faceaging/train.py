@@ -39,7 +39,7 @@ class ResumeOptions:
     --allow_config_changes and --break_lock)."""
 
     restore_step: int | None = None  # None: the newest step that restores
-    reset_data_iterator: bool = False  # keep the train state, start a fresh data order
+    reset_data_iterator: bool = False  # keep the train state, ignore the saved data position
     allow_config_changes: bool = False  # accept changed learning rates, loss weights, batch...
     break_lock: bool = False  # take the workdir's lock from a trainer known to be gone
 
@@ -70,6 +70,22 @@ def config_checker(config: ml_collections.ConfigDict, run_dir: Workdir, allow_ch
         accepted = changes["needs_permission"] + changes["free"]
         if accepted:
             logging.warning("Resuming %s with changed config fields: %s", where, "; ".join(accepted))
+
+    return check
+
+
+def data_checker(num_records: int, manager):
+    """``check(saved_data_state, step)`` for ``checkpointing.restore``: refuses a data position
+    saved for a different number of training records (the dataset was rebuilt)."""
+
+    def check(saved: dict, step: int) -> None:
+        problem = input_pipeline.data_order_problem(saved, num_records)
+        if problem:
+            raise checkpointing.DataOrderChanged(
+                f"the checkpoint of step {step} in {manager.directory} was saved for different "
+                f"training data ({problem}). To keep the trained state and start a fresh data "
+                "order, pass --reset_data_iterator; otherwise restore the data the run was "
+                "trained with.")
 
     return check
 
@@ -125,21 +141,27 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
     logging.info("Schedule %s (%d groups): %d training and %d validation images (%d training "
                  "images outside every group dropped).", schedule.name, schedule.num_groups,
                  len(train_source), len(val_source), train_source.num_dropped)
-    iterator = iter(input_pipeline.make_train_loader(config, train_source, schedule.num_groups))
 
     optimizers = train_state.make_optimizers(config)
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
-    shardings = train_state.state_shardings(abstract, replicated)
+    shardings = train_state.mesh_shardings(abstract, mesh, config.mesh.fsdp)
+    logging.info("Train state: %.2f MiB per device (%s).",
+                 train_state.bytes_per_device(abstract, shardings) / 2**20,
+                 "FSDP: split over the devices" if config.mesh.fsdp else "replicated")
     manager = checkpointing.make_manager(run_dir.checkpoints, config.train.keep_checkpoints)
-    state, restored_step = checkpointing.restore(
-        manager, checkpointing.with_shardings(abstract, shardings),
-        iterator=None if resume.reset_data_iterator else iterator, step=resume.restore_step,
-        check_config=config_checker(config, run_dir, resume.allow_config_changes))
+    state, restored_step, data_state = checkpointing.restore(
+        manager, checkpointing.with_shardings(abstract, shardings), step=resume.restore_step,
+        check_config=config_checker(config, run_dir, resume.allow_config_changes),
+        check_data=None if resume.reset_data_iterator else data_checker(len(train_source), manager))
     if state is None:
         state = train_state.create_train_state(config, schedule.num_groups, optimizers, shardings)
     elif resume.reset_data_iterator:
-        logging.warning("Resuming step %d with a fresh data order (--reset_data_iterator).",
-                        restored_step)
+        logging.warning("Resuming step %d with the data order of the current dataset "
+                        "(--reset_data_iterator).", restored_step)
+    start = (data_state["position"] if data_state
+             else (restored_step or 0) * config.train.batch_size)
+    iterator = input_pipeline.make_train_loader(config, train_source, schedule.num_groups,
+                                                start=start)
     config_dict = config_lib.to_dict(config)
     if jax.process_index() == 0:
         config_lib.save(config, run_dir.config)
@@ -185,7 +207,8 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
             stop = stop_requests.requested(step, manager)
             if step % config.train.checkpoint_every == 0 or last or stop:
                 if _check_streak(skipped, step, manager) == 0:
-                    checkpointing.save(manager, step, state, iterator, config_dict, force=True)
+                    checkpointing.save(manager, step, state, iterator.state(), config_dict,
+                                       force=True)
                 else:
                     logging.warning("Not saving step %d: its update was skipped (the last %d "
                                     "were).", step, skipped.streak)

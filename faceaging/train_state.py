@@ -13,9 +13,10 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from faceaging import models
+from faceaging import mesh as mesh_lib, models
 
 
 @flax.struct.dataclass
@@ -78,6 +79,21 @@ def abstract_state(config, num_groups, optimizers) -> tuple[TrainState, Graphs]:
 def state_shardings(abstract: TrainState, sharding: jax.sharding.Sharding):
     """Every leaf of the state gets ``sharding`` (the models are small: replicate)."""
     return jax.tree.map(lambda _: sharding, abstract)
+
+
+def mesh_shardings(abstract: TrainState, mesh: jax.sharding.Mesh, fsdp: bool):
+    """The state's shardings for training on ``mesh``: replicated, or with ``fsdp`` (config
+    ``mesh.fsdp``) parameters, EMA and optimizer moments split over the devices
+    (``mesh_lib.fully_sharded``); the batch is data-parallel either way."""
+    if not fsdp:
+        return state_shardings(abstract, mesh_lib.replicated(mesh))
+    return jax.tree.map(lambda leaf: mesh_lib.fully_sharded(leaf.shape, mesh), abstract)
+
+
+def bytes_per_device(abstract: TrainState, shardings) -> int:
+    """Bytes of the state each device holds under ``shardings``."""
+    return sum(int(np.prod(s.shard_shape(a.shape))) * a.dtype.itemsize
+               for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
 
 
 def create_train_state(config, num_groups, optimizers, shardings) -> TrainState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 
 import numpy as np
 
@@ -17,6 +17,8 @@ class WeightsError(ValueError):
 
 
 def file_sha256(path: str) -> str:
+    if files.is_remote(path):
+        return hashlib.sha256(files.read_bytes(path)).hexdigest()
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -33,10 +35,11 @@ def content_digest(arrays: dict) -> str:
 
 def read_verified_npz(path: str, what: str) -> tuple[dict, str]:
     """(arrays, source SHA-256) of a converted weights file whose content digest checks out."""
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise WeightsError(f"{what} weights not found at {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        source = io.BytesIO(files.read_bytes(path)) if files.is_remote(path) else path
+        with np.load(source, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as e:  # a truncated or non-npz file surfaces as many exception types
         raise WeightsError(f"{path}: not a readable .npz of {what} weights ({e})") from e

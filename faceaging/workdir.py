@@ -1,4 +1,4 @@
-"""Where everything of a run lives: the one list of paths a workdir holds.
+"""Where everything of a run lives: the one list of paths a workdir holds (local or gs://).
 
     WORKDIR/
       config.json                the config the run was trained with
@@ -19,7 +19,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+
+from faceaging import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,10 +28,10 @@ class Workdir:
     root: str
 
     def __post_init__(self):
-        object.__setattr__(self, "root", os.path.abspath(self.root))
+        object.__setattr__(self, "root", files.absolute(self.root))
 
     def _path(self, *parts) -> str:
-        return os.path.join(self.root, *parts)
+        return files.join(self.root, *parts)
 
     @property
     def config(self) -> str:
@@ -74,8 +75,8 @@ class Workdir:
 
 def of_checkpoint(path: str) -> tuple[Workdir, int]:
     """(workdir, step) of a ``WORKDIR/checkpoints/STEP`` path; ValueError for anything else."""
-    step_dir = os.path.abspath(path.rstrip("/"))
-    checkpoints, name = os.path.split(step_dir)
-    if not name.isdigit() or os.path.basename(checkpoints) != "checkpoints":
+    step_dir = files.absolute(path.rstrip("/"))
+    checkpoints, name = files.dirname(step_dir), files.basename(step_dir)
+    if not name.isdigit() or files.basename(checkpoints) != "checkpoints":
         raise ValueError(f"{path!r}: expected WORKDIR/checkpoints/STEP")
-    return Workdir(os.path.dirname(checkpoints)), int(name)
+    return Workdir(files.dirname(checkpoints)), int(name)

@@ -4,7 +4,9 @@ A second trainer is refused with the owner's details. A lock left by a trainer t
 without releasing it (SIGKILL, a lost VM) is taken over automatically when its owner was on
 this host and its PID is gone; a lock from another host cannot be checked from here and is
 broken only on request (``--break_lock``). In a multi-process run process 0 holds the lock and
-every process learns whether it got it.
+every process learns whether it got it. In a bucket (``gs://``), which has no exclusive create
+through ``files``, the lock is written if absent and read back after a moment: of two trainers
+starting within that moment, one may not notice the other.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+
+from faceaging import files
 
 LOCK_NAME = "train.lock"
 
@@ -44,8 +48,7 @@ def _pid_alive(pid: int) -> bool:
 def read_owner(path: str) -> dict | None:
     """The lock's owner record, {} if unreadable, None if there is no lock."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(files.read_text(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -64,8 +67,19 @@ def _is_stale(owner: dict | None) -> bool:
             and not _pid_alive(int(owner.get("pid", -1))))
 
 
+REMOTE_SETTLE_SECONDS = 1.0  # how long a bucket lock is left before it is read back
+
+
 def _try_create(path: str) -> bool:
-    record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+             "token": os.urandom(8).hex()}
+    record = json.dumps(owner)
+    if files.is_remote(path):
+        if files.exists(path):
+            return False
+        files.write_text(path, record)
+        time.sleep(REMOTE_SETTLE_SECONDS)
+        return read_owner(path) == owner
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -79,10 +93,10 @@ def acquire(workdir: str, break_lock: bool = False) -> str:
     """Creates ``workdir`` (if needed) and its lock; returns the lock's path. Raises
     ``WorkdirLocked`` if another live trainer holds it, ``WorkdirUnavailable`` if the workdir
     cannot be written."""
-    path = os.path.join(workdir, LOCK_NAME)
+    path = files.join(workdir, LOCK_NAME)
     for _ in range(3):  # a lock released or broken between our checks: try again
         try:
-            os.makedirs(workdir, exist_ok=True)
+            files.makedirs(workdir)
             if _try_create(path):
                 return path
         except OSError as e:
@@ -94,7 +108,7 @@ def acquire(workdir: str, break_lock: bool = False) -> str:
             logging.warning("Breaking the lock of %s held by %s (%s).", workdir, _describe(owner),
                             "requested" if break_lock else "that process is gone")
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                files.remove(path)
             continue
         raise WorkdirLocked(
             f"{workdir} is being trained by {_describe(owner)} (lock file {path}). Use another "
@@ -108,7 +122,7 @@ def release(path: str) -> None:
     owner = read_owner(path)
     if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            files.remove(path)
 
 
 @contextlib.contextmanager
@@ -116,7 +130,8 @@ def hold(workdir: str, break_lock: bool = False):
     """Holds the workdir's lock for the duration of the block (process 0 takes it; every process
     raises ``WorkdirUnavailable`` if it could not). A workdir this created and left empty is
     removed again."""
-    path, error, existed = None, None, os.path.isdir(workdir)
+    workdir = files.absolute(workdir)
+    path, error, existed = None, None, files.isdir(workdir)
     if jax.process_index() == 0:
         try:
             path = acquire(workdir, break_lock)
@@ -133,6 +148,8 @@ def hold(workdir: str, break_lock: bool = False):
     finally:
         if path is not None:
             release(path)
-            if not existed:  # a run that failed before writing anything leaves no empty workdir
+            # A run that failed before writing anything leaves no empty workdir (a bucket has
+            # no empty folders).
+            if not existed and not files.is_remote(workdir):
                 with contextlib.suppress(OSError):
                     os.rmdir(workdir)

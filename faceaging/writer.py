@@ -1,11 +1,46 @@
-"""Scalars and images to TensorBoard event files (no TensorFlow needed) and to the log."""
+"""Scalars and images to TensorBoard event files (no TensorFlow needed) and to the log.
+
+The log directory may be in a bucket (gs://): its event file is written through ``files``.
+"""
 
 from __future__ import annotations
+
+import io
 
 from absl import logging
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX import SummaryWriter, record_writer
+
+from faceaging import files
+
+
+class _BucketEventFile:
+    """An event file in a bucket, where objects cannot be appended to: the records so far,
+    uploaded whole at every flush (tensorboardX flushes every two minutes and on close)."""
+
+    def __init__(self, path: str):
+        self.path, self._records = path, io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self._records.write(data)
+
+    def flush(self) -> None:
+        files.write_bytes(self.path, self._records.getvalue())
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _BucketEventFiles:
+    def open(self, path: str) -> _BucketEventFile:
+        return _BucketEventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        del path  # buckets have no folders to create
+
+
+record_writer.register_writer_factory("gs", _BucketEventFiles())
 
 
 class MetricWriter:

@@ -67,3 +67,26 @@ def main_in_process(*argv) -> int:
             delattr(parsed, name)  # the override flags --config defined; the next call defines its own
         parsed.unparse_flags()
         parsed.mark_as_parsed()
+
+
+def read_scalars(logdir) -> dict:
+    """{tag: {step: value}} of every scalar in the TensorBoard event files of ``logdir`` (read
+    record by record: length, its CRC, an ``Event`` proto, its CRC)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(glob.glob(os.path.join(str(logdir), "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 
-import grain.python as grain
 import jax
 import numpy as np
 from PIL import Image
@@ -207,18 +206,8 @@ def wait_for_line(process, needle, timeout=300) -> list:
     pytest.fail(f"never saw {needle!r}:\n" + "".join(lines[-40:]))
 
 
-def test_sigterm_exits_75_after_saving_the_step_it_stopped_at(fault_dirs, subprocess_cache,
-                                                              tmp_path):
-    workdir = str(tmp_path / "run")
-    process = start_cli(fault_dirs, workdir, subprocess_cache,
-                        "--config.train.checkpoint_every=100000")
-    wait_for_line(process, "[2] ")
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == stopping.EXIT_PREEMPTED, output[-3000:]
-    stopped = int(output.split("preempted: stopped at step ")[1].split()[0])
-    assert stopped >= 2 and steps_in(workdir) == [stopped]
-    assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))
+# SIGTERM: tests/test_multiprocess.py (sent to one process of two: both save the same step and
+# exit 75, the lock is released).
 
 
 def test_sigkill_during_a_save_loses_nothing_and_the_next_run_resumes(
@@ -299,21 +288,12 @@ def test_a_full_disk_fails_the_save_in_one_line_and_keeps_the_previous_checkpoin
 
 # --- Checkpoints ------------------------------------------------------------------------------
 
-def toy_iterator():
-    loader = grain.DataLoader(
-        data_source=grain.RangeDataSource(0, 10, 1),
-        sampler=grain.IndexSampler(10, shard_options=grain.NoSharding(), shuffle=False,
-                                   num_epochs=1, seed=0), worker_count=0)
-    return iter(loader)
-
-
 def save_toy_steps(directory, steps=(1, 2)):
     manager = checkpointing.make_manager(directory)
-    iterator = toy_iterator()
     for step in steps:
-        next(iterator)
         state = {"w": np.full((64, 64), step, np.float32), "b": np.arange(step, step + 4.0)}
-        checkpointing.save(manager, step, state, iterator, {"step": step})
+        checkpointing.save(manager, step, state, {"position": 8 * step, "records": 10},
+                           {"step": step})
         manager.wait_until_finished()
     manager.close()
     return jax.eval_shape(lambda: state)
@@ -328,7 +308,7 @@ def largest_array_file(step_dir) -> str:
 CORRUPTIONS = {
     "array file deleted": lambda d: os.remove(largest_array_file(d)),
     "array file truncated": lambda d: os.truncate(largest_array_file(d), 10),
-    "iterator JSON emptied": lambda d: open(glob.glob(os.path.join(d, "data", "*.json"))[0], "w").close(),
+    "data position JSON emptied": lambda d: open(os.path.join(d, "data", "metadata"), "w").close(),
     "_METADATA deleted": lambda d: os.remove(os.path.join(d, "state", "_METADATA")),
 }
 
@@ -340,11 +320,11 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_step(corruption,
     CORRUPTIONS[corruption](os.path.join(directory, "2"))
 
     manager = checkpointing.make_manager(directory)
-    iterator = toy_iterator()
     with caplog.at_level("WARNING"):
-        state, step = checkpointing.restore(manager, abstract, iterator)
+        state, step, data_state = checkpointing.restore(manager, abstract,
+                                                        check_data=lambda saved, step: None)
     assert step == 1 and state["w"][0, 0] == 1
-    assert next(iterator) == 1  # the iterator continues after step 1's position
+    assert data_state == {"position": 8, "records": 10}  # step 1's data position
     assert "The checkpoint of step 2 cannot be restored" in caplog.text
     assert manager.all_steps() == [1]
     set_aside = os.listdir(tmp_path / checkpointing.SET_ASIDE)
@@ -360,7 +340,7 @@ def test_an_explicit_restore_step_that_is_damaged_is_an_error_and_later_steps_ar
         checkpointing.restore(manager, abstract, step=2)
     assert manager.all_steps() == [1, 2, 3]  # an error moves nothing
 
-    state, step = checkpointing.restore(manager, abstract, step=1)
+    state, step, _ = checkpointing.restore(manager, abstract, step=1)
     assert step == 1 and manager.all_steps() == [1]
     assert len(os.listdir(tmp_path / checkpointing.SET_ASIDE)) == 2  # steps 2 and 3, kept
 

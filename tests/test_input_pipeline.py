@@ -12,8 +12,7 @@ def train_source(tiny_config):
 
 
 def test_batches_have_labels_and_targets_differ(tiny_config, train_source):
-    loader = input_pipeline.make_train_loader(tiny_config, train_source, 14)
-    iterator = iter(loader)
+    iterator = input_pipeline.make_train_loader(tiny_config, train_source, 14)
     for _ in range(5):
         batch = next(iterator)
         assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
@@ -46,24 +45,63 @@ def test_frequency_target_sampling():
     assert set(targets) == {1}  # never the source, never a zero-probability group
 
 
-def test_iterator_state_restores_the_same_next_batch(tiny_config, train_source):
-    loader = input_pipeline.make_train_loader(tiny_config, train_source, 14)
-    iterator = iter(loader)
+def test_a_loader_started_at_a_saved_position_yields_the_same_next_batches(tiny_config, train_source):
+    iterator = input_pipeline.make_train_loader(tiny_config, train_source, 14)
     for _ in range(3):
         next(iterator)
-    state = iterator.get_state()
-    expected = next(iterator)
-    resumed = iter(loader)
-    resumed.set_state(state)
-    got = next(resumed)
-    for key in expected:
-        np.testing.assert_array_equal(got[key], expected[key])
+    state = iterator.state()
+    assert state == {"position": 3 * tiny_config.train.batch_size, "records": len(train_source)}
+    expected = [next(iterator) for _ in range(2)]
+    resumed = input_pipeline.make_train_loader(tiny_config, train_source, 14,
+                                               start=state["position"])
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def global_batches(config, source, process_index=0, process_count=1, batch_size=8):
+    probs = input_pipeline.target_probabilities(source.groups, 14, "uniform")
+    return input_pipeline.GlobalBatches(
+        source, (input_pipeline.Decode(config.image_size), input_pipeline.FlipAndDrawTarget(probs, True)),
+        global_batch_size=batch_size, seed=config.seed, process_index=process_index,
+        process_count=process_count)
+
+
+def test_processes_read_disjoint_rows_that_make_up_the_one_process_batch(tiny_config, train_source):
+    whole = global_batches(tiny_config, train_source)
+    for count in (2, 4):
+        shares = [global_batches(tiny_config, train_source, i, count) for i in range(count)]
+        for k in (0, 1, len(train_source) // 8 + 1):  # the last one crosses into the next epoch
+            joined = [share[k] for share in shares]
+            for key, value in whole[k].items():
+                np.testing.assert_array_equal(np.concatenate([j[key] for j in joined]), value)
+            rows = [share.positions(k) for share in shares]
+            assert len(set(np.concatenate(rows).tolist())) == 8  # no sample read twice
+
+
+def test_each_epoch_trains_every_record_once_in_an_order_that_changes(tiny_config, train_source):
+    batches = global_batches(tiny_config, train_source)
+    n = len(train_source)
+    first = [batches.record_index(p) for p in range(n)]
+    second = [batches.record_index(p) for p in range(n, 2 * n)]
+    assert sorted(first) == sorted(second) == list(range(n))
+    assert first != second
+
+
+def test_grain_workers_do_not_change_the_batches(tiny_config, train_source):
+    in_process = input_pipeline.make_train_loader(tiny_config, train_source, 14, worker_count=0)
+    with_workers = input_pipeline.make_train_loader(tiny_config, train_source, 14, worker_count=2)
+    for _ in range(3):
+        want, got = next(in_process), next(with_workers)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_to_global_shards_over_the_data_axis(tiny_config, train_source):
     mesh = mesh_lib.make_mesh(-1)
     assert mesh.size == 8
-    batch = next(iter(input_pipeline.make_train_loader(tiny_config, train_source, 14)))
+    batch = next(input_pipeline.make_train_loader(tiny_config, train_source, 14))
     arrays = input_pipeline.to_global(batch, mesh_lib.data_sharded(mesh))
     assert arrays["image"].shape == (8, 32, 32, 3)
     assert len(arrays["image"].addressable_shards) == 8

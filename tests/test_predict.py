@@ -176,7 +176,7 @@ def test_run_load_restores_only_the_ema_generators_and_names_filled_defaults(tra
         config, schedules_lib.get_schedule(config.data.schedule).num_groups,
         train_state.make_optimizers(config))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    full, _ = checkpointing.restore(
+    full, _, _ = checkpointing.restore(
         checkpointing.make_manager(trained.workdir.checkpoints, read_only=True),
         checkpointing.with_shardings(abstract, jax.tree.map(lambda _: device, abstract)))
     assert jax.tree.structure(full.ema_params["aging"]) == jax.tree.structure(trained.params("aging"))

@@ -11,7 +11,6 @@ listed in the report with the reason; one that does not apply to the dataset say
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 from absl import logging
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from faceaging import input_pipeline, run as run_lib
+from faceaging import files, input_pipeline, run as run_lib
 from faceaging.datasets import synthfaces
 
 
@@ -116,8 +115,8 @@ def optional_weights(configured: str, default_name: str, eval_config, load, key:
     An explicitly configured path that does not exist is an error (``load`` raises); the default
     location (``eval_config.weights_dir``) is optional.
     """
-    path = os.path.expanduser(configured or os.path.join(eval_config.weights_dir, default_name))
-    if not configured and not os.path.exists(path):
+    path = files.absolute(configured or files.join(eval_config.weights_dir, default_name))
+    if not configured and not files.exists(path):
         raise Skipped(key, f"no weights at {path} (see README: Evaluating a run)")
     return load(path)
 
