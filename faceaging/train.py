@@ -83,8 +83,8 @@ def data_checker(num_records: int, manager):
         if problem:
             raise checkpointing.DataOrderChanged(
                 f"the checkpoint of step {step} in {manager.directory} was saved for different "
-                f"training data ({problem}). To keep the trained state and start a fresh data "
-                "order, pass --reset_data_iterator; otherwise restore the data the run was "
+                f"training data ({problem}). To keep the trained state and continue at this "
+                "step's position in the current data's order, pass --reset_data_iterator; otherwise restore the data the run was "
                 "trained with.")
 
     return check
