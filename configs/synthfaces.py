@@ -37,12 +37,16 @@ def get_config(arg: str = ""):
     # 9,000 steps: the CPU budget at which held-out quality met issue #4's bars (benchmarks/RESULTS.md).
     c.train.update(dict(batch_size=16, steps=9000, log_every=100, sample_every=1000,
                         checkpoint_every=1000))
+    c.eval.fresh_identities = 200  # x 6 source ages; none of them in any dataset
     if arg == "tiny":
         base.tiny(c)
         # 72 identities: UTKFace's 5% hash split puts 3 of them (43, 69, 71) in validation, so
         # held-out paths (sample grids, --mode=all, eval) see faces no training image shows.
         c.data.synthfaces.num_identities = 72
         c.data.synthfaces.ages_per_identity = 4
+        c.eval.fresh_identities = 8
+    elif arg == "full":  # the quality benchmark's budget (benchmarks/quality_synthfaces.py)
+        c.train.steps = 9000
     elif arg:
-        raise ValueError(f"configs/synthfaces.py takes '' or 'tiny', got {arg!r}")
+        raise ValueError(f"configs/synthfaces.py takes '', 'full' or 'tiny', got {arg!r}")
     return c

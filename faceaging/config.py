@@ -39,10 +39,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.disc_channels = (128, 256, 256, 256, 256)
     c.model.share_generators = False
     c.model.residual_output = False  # decoder outputs a change to the input (see models.Generator)
+    c.model.spatial_age = False  # age code also joins the bottleneck at every position (models.SpatialAge)
+    c.model.disc_head = "pool"  # 'pool' (global average) or 'flatten' (+ minibatch stddev; sees layout)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.adversarial = 1.0
-    c.loss.age = 1.0
+    c.loss.age = 1.0  # D's age-group classification of real images
+    c.loss.age_generator = -1.0  # G's weight on D's age classifier for its fakes; < 0: loss.age
     c.loss.cycle = 10.0
     c.loss.identity = 1.0
     c.loss.reconstruction = 10.0  # L1 of G(x, source group) to x; 0 skips that pass
@@ -79,8 +82,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     # faceaging.evaluators modules run by --mode=eval, in report order (those that do not apply
     # to the dataset, e.g. synthfaces_truth on UTKFace, are left out silently)
-    c.eval.evaluators = "age,cycle,identity,fid_kid,synthfaces_truth,traits"
-    c.eval.num_images = 128  # validation images evaluated
+    c.eval.evaluators = "age,cycle,identity,fid_kid,synthfaces_truth,geometry,traits,two_sample"
+    c.eval.num_images = 128  # held-out images evaluated (datasets other than SynthFaces)
+    # SynthFaces: evaluate on this many identities rendered for evaluation only, each at one age
+    # of every group (0: on the held-out split's first num_images images instead)
+    c.eval.fresh_identities = 0
+    c.eval.two_sample_steps = 600  # training steps of the real-vs-aged classifier
+    c.eval.two_sample_channels = (32, 64, 128)
     c.eval.batch_size = 64  # images per feature-network call
     c.eval.weights_dir = os.path.expanduser("~/.cache/faceaging/weights")  # where "" paths look
     # FID/KID: pytorch-fid's InceptionV3 converted to .npz (README); "" = weights_dir/fid_inception.npz
@@ -125,7 +133,8 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.estimator.update(dict(channels=(8, 16), steps=20, batch_size=8))
     c.traits.update(dict(num_renders=64, channels=(8, 16), strides=(2, 2), steps=20, batch_size=8))
     c.eval.update(dict(num_images=8, batch_size=8, fid_image_size=75, fid_num_real=16,
-                       kid_subsets=4, kid_subset_size=16))
+                       kid_subsets=4, kid_subset_size=16, two_sample_steps=20,
+                       two_sample_channels=(8, 16)))
     return c
 
 

@@ -19,6 +19,7 @@ from faceaging import config_checks, conv as conv_lib
 
 LEAK = 0.2
 NORM_EPS = 1e-5
+DISC_HEADS = ("pool", "flatten")
 RESIDUAL_CLIP = 0.995  # |x| bound before atanh, so saturated pixels stay finite
 # nnx.Conv with a faster weight gradient on CPU (faceaging.conv); same parameters and results.
 Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_lib.conv_general_dilated)
@@ -166,6 +167,25 @@ class AgeModulator(nnx.Module):
         return self.fc2(_act(self.fc1(pooled)))
 
 
+class SpatialAge(nnx.Module):
+    """Age at every position of the bottleneck: ``identity + conv3x3([identity, age map])``.
+
+    The global style (AdaIN) can only rescale channels everywhere at once; this lets the change
+    depend on where it is and on the local features (a chin, an eye line), so parts can move.
+    The convolution starts at zero, so the block starts as the identity.
+    """
+
+    def __init__(self, channels: int, num_groups: int, kernel_size: int, *, dtype, rngs: nnx.Rngs):
+        self.conv = Conv(channels + num_groups, channels, (kernel_size, kernel_size),
+                         kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
+
+    def __call__(self, identity, age_code):
+        b, h, w, _ = identity.shape
+        age_map = jnp.broadcast_to(age_code[:, None, None, :].astype(identity.dtype),
+                                   (b, h, w, age_code.shape[-1]))
+        return identity + self.conv(jnp.concatenate([identity, age_map], axis=-1))
+
+
 class Decoder(nnx.Module):
     """(identity features, style) -> pre-tanh RGB, AdaIN-modulated in every block."""
 
@@ -205,6 +225,8 @@ class Generator(nnx.Module):
                  rngs: nnx.Rngs):
         self.encoder = Encoder(cfg, dtype=dtype, rngs=rngs)
         self.modulator = AgeModulator(cfg, num_groups, dtype=dtype, rngs=rngs)
+        self.spatial_age = (SpatialAge(cfg.encoder_channels[-1], num_groups, cfg.kernel_size,
+                                       dtype=dtype, rngs=rngs) if cfg.spatial_age else None)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
         self.residual_output = cfg.residual_output
 
@@ -219,24 +241,51 @@ class Generator(nnx.Module):
 
     def decode(self, images, identity, age_code):
         """``images`` (whose ``identity`` features were encoded) aged to ``age_code``."""
-        out = self.decoder(identity, self.modulator(identity, age_code))
+        style = self.modulator(identity, age_code)
+        if self.spatial_age is not None:
+            identity = self.spatial_age(identity, age_code)
+        out = self.decoder(identity, style)
         if self.residual_output:
             out = out + jnp.arctanh(jnp.clip(images.astype(jnp.float32), -RESIDUAL_CLIP, RESIDUAL_CLIP))
         return jnp.tanh(out)
 
 
+def minibatch_stddev(h, group: int = 4):
+    """``h`` with one more channel: the standard deviation of the features over each group of
+    ``group`` consecutive images (averaged over features and positions), so D can see a batch
+    that lacks variety. Uses the largest group size dividing the batch, up to ``group``."""
+    n = h.shape[0]
+    g = math.gcd(n, group)
+    x = h.astype(jnp.float32).reshape(g, n // g, *h.shape[1:])
+    std = jnp.sqrt(x.var(axis=0) + 1e-8).mean(axis=(1, 2, 3))  # (n // g,)
+    stat = jnp.tile(std, g)[:, None, None, None]
+    return jnp.concatenate([h, jnp.broadcast_to(stat.astype(h.dtype), (*h.shape[:3], 1))], axis=-1)
+
+
 class Discriminator(nnx.Module):
-    """Image -> (one real/fake logit per age group, age-group classifier logits)."""
+    """Image -> (one real/fake logit per age group, age-group classifier logits).
+
+    ``disc_head``: 'pool' averages the last feature map over positions (blind to where things
+    are); 'flatten' adds a minibatch-stddev channel and reads the whole map through a dense layer,
+    so layout (eye height, head size) reaches both heads.
+    """
 
     def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 image_size: int, rngs: nnx.Rngs):
         k = cfg.kernel_size
         chans = [cfg.disc_stem_channels, *cfg.disc_channels]
+        if cfg.disc_head not in DISC_HEADS:
+            raise ValueError(f"config.model.disc_head={cfg.disc_head!r}: expected one of {DISC_HEADS}")
         self.stem = Conv(3, chans[0], (k, k), dtype=dtype, rngs=rngs)
         self.blocks = nnx.List(
             [ResBlock(i, o, kernel_size=k, resample_mode="down", factor=2, dtype=dtype, rngs=rngs)
              for i, o in zip(chans[:-1], chans[1:])])
-        self.head = Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, rngs=rngs)
+        self.flatten = cfg.disc_head == "flatten"
+        head_in = chans[-1] + (1 if self.flatten else 0)
+        self.head = Conv(head_in, chans[-1], (3, 3), dtype=dtype, rngs=rngs)
+        side = image_size // 2 ** len(cfg.disc_channels)
+        self.dense = (nnx.Linear(chans[-1] * side * side, chans[-1], rngs=rngs)
+                      if self.flatten else None)
         self.adversarial = nnx.Linear(chans[-1], num_groups, rngs=rngs)
         self.classifier = nnx.Linear(chans[-1], num_groups, rngs=rngs)
 
@@ -244,7 +293,11 @@ class Discriminator(nnx.Module):
         h = self.stem(images)
         for block in self.blocks:
             h = block(h)
-        h = _act(self.head(_act(h))).astype(jnp.float32).mean(axis=(1, 2))
+        if self.flatten:
+            h = _act(self.head(minibatch_stddev(_act(h)))).astype(jnp.float32)
+            h = _act(self.dense(h.reshape(h.shape[0], -1)))
+        else:
+            h = _act(self.head(_act(h))).astype(jnp.float32).mean(axis=(1, 2))
         return self.adversarial(h), self.classifier(h)
 
 
@@ -262,7 +315,8 @@ def build_models(config: ml_collections.ConfigDict, num_groups: int, rngs: nnx.R
     generators = {"aging": Generator(config.model, num_groups, dtype=dtype, rngs=rngs)}
     if not config.model.share_generators:
         generators["restoring"] = Generator(config.model, num_groups, dtype=dtype, rngs=rngs)
-    return generators, Discriminator(config.model, num_groups, dtype=dtype, rngs=rngs)
+    return generators, Discriminator(config.model, num_groups, dtype=dtype,
+                                     image_size=config.image_size, rngs=rngs)
 
 
 def count_params(state) -> int:

@@ -41,6 +41,7 @@ R1_SCHEDULES = ("lazy", "always", "never")
 class LossWeights:
     adversarial: float = 1.0
     age: float = 1.0
+    age_generator: float = -1.0  # < 0: the same as ``age``
     cycle: float = 10.0
     identity: float = 1.0
     reconstruction: float = 10.0
@@ -96,7 +97,8 @@ def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
     cycled, identity_fake = generate(restoring, fake.astype(real.dtype), source_code)
     adv, cls = discriminate(d_params, fake.astype(real.dtype))
     terms = {"g/adv": (w.adversarial, losses.adversarial_real(adv, target)),
-             "g/age": (w.age, losses.classification(cls, target)),
+             "g/age": (w.age if w.age_generator < 0 else w.age_generator,
+                       losses.classification(cls, target)),
              "g/cycle": (w.cycle, losses.l1(cycled, real)),
              "g/identity": (w.identity, losses.l1(outputs.identity, identity_fake))}
     if w.preserve:

@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "faceaging"
 LAYERS = [
     ("foundation", ["files", "workdir", "config", "schedules", "pixels", "batching", "image_io",
                     "grids", "perf", "weight_files", "image_metrics", "feature_metrics", "mesh",
-                    "config_checks", "workdir_lock", "stopping"]),
+                    "config_checks", "workdir_lock", "stopping", "cell_stats"]),
     ("data", ["datasets", "datasets.utkface", "datasets.synthfaces", "input_pipeline", "align"]),
     ("model", ["conv", "models", "losses", "train_state", "small_models", "inception",
                "face_embedding"]),
@@ -19,7 +19,8 @@ LAYERS = [
     ("run", ["run"]),
     ("tools", ["predict", "age_estimator", "trait_classifier", "evaluators", "evaluators.common",
                "evaluators.age", "evaluators.cycle", "evaluators.identity", "evaluators.fid_kid",
-               "evaluators.synthfaces_truth", "evaluators.traits", "evaluate", "dataset_stats",
+               "evaluators.synthfaces_truth", "evaluators.traits", "evaluators.geometry",
+               "evaluators.two_sample", "evaluate", "dataset_stats",
                "contact_sheet"]),
     ("entry points", ["run_all", "main"]),
 ]

@@ -86,3 +86,42 @@ def test_residual_generator_starts_as_identity_map():
     x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-0.99, maxval=0.99)
     out, _ = generators["aging"](x, jax.nn.one_hot(jnp.array([0, 3]), 4))
     assert float(jnp.abs(out - x).max()) < 1e-4
+
+
+def test_spatial_age_starts_as_identity_and_then_depends_on_the_age():
+    config = config_lib.tiny(config_lib.base_config())
+    config.model.residual_output, config.model.spatial_age = True, True
+    generators, _ = models.build_models(config, 4, nnx.Rngs(0))
+    aging = generators["aging"]
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-0.99, maxval=0.99)
+    codes = jax.nn.one_hot(jnp.array([0, 3]), 4)
+    out, _ = aging(x, codes)
+    assert float(jnp.abs(out - x).max()) < 1e-4
+    features = aging.encode(x)
+    kernel = aging.spatial_age.conv.kernel
+    kernel[...] = jax.random.normal(jax.random.key(1), kernel.shape) * 0.1
+    young = aging.spatial_age(features, jax.nn.one_hot(jnp.array([0, 0]), 4))
+    old = aging.spatial_age(features, jax.nn.one_hot(jnp.array([3, 3]), 4))
+    change = jnp.abs(young - old).mean(axis=-1)  # differs by position, not by a constant
+    assert float(change.std()) > 0.01 * float(change.mean()) > 0
+
+
+def test_flatten_discriminator_sees_layout_and_batch_spread():
+    x = jnp.arange(8 * 2 * 2 * 3, dtype=jnp.float32).reshape(8, 2, 2, 3)
+    same = jnp.broadcast_to(x[:1], x.shape)
+    stat = models.minibatch_stddev(same)[..., -1]
+    assert stat.shape == (8, 2, 2) and float(jnp.abs(stat).max()) < 1e-3  # no spread: ~0
+    spread = models.minibatch_stddev(x)[..., -1]
+    assert float(spread.min()) > 1  # spread over groups of 4 images
+    assert models.minibatch_stddev(x[:6]).shape == (6, 2, 2, 4)  # group of 2 when 4 does not divide
+
+    config = config_lib.tiny(config_lib.base_config())
+    config.model.disc_head = "flatten"
+    _, disc = models.build_models(config, 3, nnx.Rngs(0))
+    image = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3), minval=-1, maxval=1)
+    moved = jnp.roll(image, 8, axis=1)  # the same content lower in the frame
+    assert disc(image)[0].shape == (4, 3)
+    assert float(jnp.abs(disc(image)[0] - disc(moved)[0]).max()) > 1e-3
+    config.model.disc_head = "avg"
+    with pytest.raises(ValueError, match="disc_head='avg'"):
+        models.build_models(config, 3, nnx.Rngs(0))

@@ -1,3 +1,4 @@
+import dataclasses
 """The GAN algorithm's pieces alone: each loss, R1, EMA, and the fused step's gradients."""
 
 from flax import nnx
@@ -89,6 +90,11 @@ def test_g_loss_weights_each_term_and_uses_the_target_logit():
     expected = (m["g/adv"] + W.age * m["g/age"] + W.identity * 1.0 + W.reconstruction * 0.25
                 + W.preserve * m["g/preserve"])
     np.testing.assert_allclose(total, expected, rtol=1e-6)
+    # G's own weight on the age classifier, apart from D's.
+    own = dataclasses.replace(W, age_generator=0.25)
+    total_own, _ = steps.g_loss(outputs, None, None, generate, logits_for((adv, cls)), real,
+                                jax.nn.one_hot(jnp.array([0, 0]), GROUPS), target, own)
+    np.testing.assert_allclose(total_own, expected + (0.25 - W.age) * m["g/age"], rtol=1e-6)
 
 
 def test_ema_update_warms_up_then_uses_the_decay():

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from faceaging import datasets, input_pipeline, schedules
 from faceaging.datasets import synthfaces, utkface
@@ -175,3 +176,53 @@ def test_renders_match_their_golden_digests():
         image = synthfaces.render(synthfaces.make_identity(seed, index), age, seed)
         assert hashlib.sha256(image.tobytes()).hexdigest() == digest, (
             f"render(seed={seed}, identity={index}, age={age}) changed: bump RENDERER_VERSION")
+
+
+def _grey_haired(index):
+    """An identity at 95 (white hair: the darkest pixels are the pupils)."""
+    return synthfaces.make_identity(0, index)
+
+
+@pytest.mark.parametrize("index", [3, 11, 24])
+def test_landmarks_sit_on_the_drawn_features(index):
+    identity = _grey_haired(index)
+    for age, pose_age in ((95, None), (95, 4)):  # its own pose, and a child's pose
+        image = synthfaces.render(identity, age, pose_age=pose_age).astype(float)
+        crown, eyes, mouth, chin = synthfaces.landmarks(identity, age, pose_age=pose_age) * synthfaces.SIZE
+        lum = image.mean(axis=2)
+        face = lum[int(crown[1]) + 5:int(chin[1]) - 5, int(eyes[0]) - 50:int(eyes[0]) + 50]
+        darkest_row = np.unravel_index(np.argmin(face), face.shape)[0] + int(crown[1]) + 5
+        assert abs(darkest_row - eyes[1]) <= 3  # the pupils are on the eye line
+        # Below the chin: the neck's shade; above it: skin.
+        x = int(round(chin[0]))
+        assert lum[int(chin[1]) + 3, x] < lum[int(chin[1]) - 4, x] - 10
+    # A child's eyes sit lower in the head and its chin higher than an adult's.
+    child = synthfaces.landmarks(identity, 3, pose_age=30)[:, 1]
+    adult = synthfaces.landmarks(identity, 30, pose_age=30)[:, 1]
+    assert (child[1] - child[0]) / (child[3] - child[0]) > (adult[1] - adult[0]) / (adult[3] - adult[0]) + 0.05
+    assert child[3] < adult[3]
+
+
+def test_stubble_mask_covers_the_stubble_and_alpha_measures_it():
+    from faceaging.evaluators.synthfaces_truth import STUBBLE_RATE_THRESHOLD, stubble_alpha
+
+    women = [i for i in (synthfaces.make_identity(0, k) for k in range(40)) if i.gender == 1][:6]
+    size, age, pose_age = 64, 30, 30
+    truth = np.stack([np.asarray(Image.fromarray(synthfaces.render(w, age, pose_age=pose_age)).resize(
+        (size, size), Image.BICUBIC)) for w in women])
+    # The same faces drawn as men: stubble (and a man's jaw and brows) over the same skin.
+    twins = [dataclasses.replace(w, gender=0) for w in women]
+    stubbled = np.stack([np.asarray(Image.fromarray(synthfaces.render(t, age, pose_age=pose_age)).resize(
+        (size, size), Image.BICUBIC)) for t in twins])
+    mask = synthfaces.stubble_mask(women[0], age, size, pose_age=pose_age)
+    assert 0.02 < mask.mean() < 0.2
+    own = stubble_alpha(women, [pose_age] * len(women), age, 0, truth, truth)
+    assert np.all(own == 0)
+    painted = stubble_alpha(women, [pose_age] * len(women), age, 0, stubbled, truth)
+    # Renderer 2 loses the stubble's translucency (ImageDraw on RGBA replaces pixels): opaque.
+    assert np.all(painted > 0.8) and np.all(painted < 1.05)
+    half = (truth.astype(float) + 0.5 * (stubbled.astype(float) - truth)).round().astype(np.uint8)
+    halfway = stubble_alpha(women, [pose_age] * len(women), age, 0, half, truth)
+    np.testing.assert_allclose(halfway, painted / 2, atol=0.02)
+    assert np.all(halfway > STUBBLE_RATE_THRESHOLD)
+    assert np.isnan(stubble_alpha(twins, [pose_age] * len(women), age, 0, stubbled, truth)).all()

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from typing import NamedTuple
 
 from absl import logging
 import numpy as np
@@ -43,6 +44,10 @@ EYES = np.array([(120, 70, 30), (36, 24, 16), (60, 125, 210), (60, 160, 70), (20
 EYES_BY_RACE = np.array([[.3, .1, .3, .15, .15], [.3, .7, 0, 0, 0], [.3, .7, 0, 0, 0],
                          [.4, .6, 0, 0, 0], [.4, .3, .1, .1, .1]])
 GREY = np.array((228, 228, 226), float)
+STUBBLE_ALPHA = 0.14  # opacity of a grown man's stubble (hair colour over the lower face)
+LANDMARKS = ("crown", "eyes", "mouth", "chin")  # rows of landmarks()
+SERIAL_RENDERS = 128  # render_jpegs renders fewer jobs than this in the calling process
+EVAL_IDENTITY_BASE = 2 * 10**6  # --mode=eval's fresh identities (the trait classifier's: 10**6 on)
 STAMP_BASE = 20170000000000000  # identity i's files carry STAMP_BASE + i as their datetime field
 
 
@@ -120,21 +125,19 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
     the ground truth for aging that image.
     """
     rng = np.random.default_rng([seed, identity.index, age, 1])
-    nuisance = np.random.default_rng([seed, identity.index, age if pose_age is None else pose_age, 3])
+    pose = _pose(identity, age, seed, pose_age)
     s = SIZE * SCALE
-    growth = _ramp(age, 1, 18)  # child -> adult proportions
+    layout = _layout(identity, age)
+    growth, sag = layout.growth, layout.sag
     grey = _ramp(age, 40, 80)
     wrinkle = _ramp(age, 30, 85)
-    sag = _ramp(age, 55, 95)
     late = _ramp(age, 50, 90)
 
     image = Image.new("RGBA", (s, s), _rgba(identity.background))
     draw = ImageDraw.Draw(image, "RGBA")
-    head_h = s * (0.50 + 0.10 * growth + 0.02 * sag)
-    head_w = head_h * (0.90 - (0.90 - identity.face_width) * growth)
-    cx, top = s / 2, s * (0.20 - 0.04 * growth)
+    head_h, head_w, cx, top = layout.head_h, layout.head_w, layout.cx, layout.top
     mid_y = top + head_h * 0.5
-    hair = _mix(HAIR[identity.hair_colour], GREY, grey)
+    hair = hair_colour_at(identity, age)
     skin = identity.skin
     shade = _mix(skin, (60, 30, 20), 0.35)
 
@@ -146,8 +149,7 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
     draw.rectangle((cx - head_w * 0.22, mid_y, cx + head_w * 0.22, top + head_h * 1.15), fill=_rgba(shade))
 
     # Face: a rounded skull plus a jaw that narrows to the chin (wider and lower when sagging).
-    jaw_w = head_w * (0.5 * (0.8 - 0.2 * growth + identity.jaw * growth) + 0.08 * sag)
-    chin_y = top + head_h * (1.0 + 0.03 * sag)
+    jaw_w, chin_y = layout.jaw_w, layout.chin_y
     draw.ellipse((cx - head_w / 2, top, cx + head_w / 2, top + head_h * 0.85), fill=_rgba(skin))
     draw.polygon([(cx - head_w / 2, mid_y - head_h * 0.05), (cx + head_w / 2, mid_y - head_h * 0.05),
                   (cx + jaw_w, chin_y - head_h * 0.12), (cx + jaw_w * 0.45, chin_y),
@@ -157,7 +159,7 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
         draw.ellipse((ex - s * 0.03, mid_y - s * 0.03, ex + s * 0.03, mid_y + s * 0.07), fill=_rgba(skin))
 
     # Features: eyes sit low in a child's face (big forehead) and rise to mid-height in adults.
-    eye_y = top + head_h * (0.56 - 0.10 * growth)
+    eye_y = layout.eye_y
     eye_r = s * (0.046 - 0.014 * growth) * identity.eye_size
     eye_dx = head_w * identity.eye_spacing / 2
     for side in (-1, 1):
@@ -180,12 +182,12 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
                 x0 = ex + side * eye_r * 1.45
                 draw.line((x0, eye_y + k * eye_r * 0.3, x0 + side * eye_r * (0.7 + 0.5 * wrinkle),
                            eye_y + k * eye_r * 0.6), fill=_rgba(shade, 0.7 * wrinkle), width=2)
-    nose_len = head_h * (0.09 + 0.07 * growth) * identity.nose
+    nose_len = layout.nose_len
     nose_w = head_w * (0.07 + 0.04 * growth) * identity.nose
     draw.line((cx, eye_y, cx + nose_w * 0.3, eye_y + nose_len), fill=_rgba(shade, 0.6), width=3)
     draw.ellipse((cx - nose_w, eye_y + nose_len - nose_w * 0.4, cx + nose_w, eye_y + nose_len + nose_w * 0.5),
                  fill=_rgba(shade, 0.35))
-    mouth_y = eye_y + nose_len + (chin_y - eye_y - nose_len) * (0.38 + 0.06 * sag)
+    mouth_y = layout.mouth_y
     mouth_w = head_w * (0.14 + 0.06 * growth) * identity.mouth
     lips = _mix(skin, (170, 60, 70), 0.55 if identity.gender else 0.3)
     draw.chord((cx - mouth_w, mouth_y - mouth_w * 0.3, cx + mouth_w, mouth_y + mouth_w * 0.45),
@@ -193,8 +195,7 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
     draw.line((cx - mouth_w, mouth_y + mouth_w * 0.07 * sag, cx + mouth_w, mouth_y + mouth_w * 0.07 * sag),
               fill=_rgba((90, 40, 40)), width=2)
     if identity.gender == 0 and age >= 18:  # stubble
-        draw.chord((cx - jaw_w * 0.85, mouth_y - nose_len * 0.5, cx + jaw_w * 0.85, chin_y), 0, 180,
-                   fill=_rgba(hair, 0.14 * _ramp(age, 16, 25)))
+        draw.chord(layout.stubble_box, 0, 180, fill=_rgba(hair, STUBBLE_ALPHA * _ramp(age, 16, 25)))
     if wrinkle > 0:  # forehead lines and nasolabial folds
         for k in range(1 + int(3 * wrinkle)):
             y = eye_y - eye_r * 2.4 - k * head_h * 0.035
@@ -223,13 +224,100 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
                             top + head_h * (0.55 if identity.hair_style == 2 else 0.9)), fill=_rgba(hair))
 
     # Mild nuisance: pose jitter, lighting gradient, colour noise.
-    image = image.convert("RGB").rotate(nuisance.uniform(-4, 4), resample=Image.BILINEAR,
-                                        translate=tuple(nuisance.uniform(-6, 6, 2)), fillcolor=tuple(int(c) for c in identity.background))
+    image = image.convert("RGB").rotate(pose.angle, resample=Image.BILINEAR, translate=pose.shift,
+                                        fillcolor=tuple(int(c) for c in identity.background))
     image = image.filter(ImageFilter.GaussianBlur(0.6)).resize((SIZE, SIZE), Image.LANCZOS)
     pixels = np.asarray(image, np.float32)
-    light = 1 + nuisance.uniform(-0.12, 0.12) * np.linspace(-1, 1, SIZE)[None, :, None]
-    pixels = pixels * light * nuisance.uniform(0.92, 1.08) + rng.normal(0, 3, pixels.shape)
+    light = 1 + pose.light * np.linspace(-1, 1, SIZE)[None, :, None]
+    pixels = pixels * light * pose.gain + rng.normal(0, 3, pixels.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+class Layout(NamedTuple):
+    """Where render() draws the head and features at an age, on its 2x canvas (pixels)."""
+
+    growth: float  # 0 child .. 1 adult proportions
+    sag: float
+    cx: float
+    top: float  # crown: the top of the skull
+    head_h: float
+    head_w: float
+    jaw_w: float
+    eye_y: float
+    nose_len: float
+    mouth_y: float
+    chin_y: float
+
+    @property
+    def stubble_box(self) -> tuple:
+        """The ellipse whose lower half holds the stubble, as ImageDraw.chord takes it."""
+        return (self.cx - self.jaw_w * 0.85, self.mouth_y - self.nose_len * 0.5,
+                self.cx + self.jaw_w * 0.85, self.chin_y)
+
+
+def _layout(identity: Identity, age: int) -> Layout:
+    s = SIZE * SCALE
+    growth, sag = _ramp(age, 1, 18), _ramp(age, 55, 95)
+    head_h = s * (0.50 + 0.10 * growth + 0.02 * sag)
+    head_w = head_h * (0.90 - (0.90 - identity.face_width) * growth)
+    top = s * (0.20 - 0.04 * growth)
+    jaw_w = head_w * (0.5 * (0.8 - 0.2 * growth + identity.jaw * growth) + 0.08 * sag)
+    chin_y = top + head_h * (1.0 + 0.03 * sag)
+    eye_y = top + head_h * (0.56 - 0.10 * growth)
+    nose_len = head_h * (0.09 + 0.07 * growth) * identity.nose
+    mouth_y = eye_y + nose_len + (chin_y - eye_y - nose_len) * (0.38 + 0.06 * sag)
+    return Layout(growth, sag, s / 2, top, head_h, head_w, jaw_w, eye_y, nose_len, mouth_y, chin_y)
+
+
+class Pose(NamedTuple):
+    """The nuisance of one render: rotation (degrees), shift (2x-canvas pixels), light."""
+
+    angle: float
+    shift: tuple
+    light: float  # left-right lighting gradient
+    gain: float
+
+
+def _pose(identity: Identity, age: int, seed: int, pose_age: int | None) -> Pose:
+    nuisance = np.random.default_rng([seed, identity.index, age if pose_age is None else pose_age, 3])
+    angle, shift = nuisance.uniform(-4, 4), tuple(nuisance.uniform(-6, 6, 2))
+    return Pose(angle, shift, nuisance.uniform(-0.12, 0.12), nuisance.uniform(0.92, 1.08))
+
+
+def hair_colour_at(identity: Identity, age: int) -> tuple:
+    """The RGB colour of the identity's hair (and stubble) at ``age``: greying from 40 to 80."""
+    return _mix(HAIR[identity.hair_colour], GREY, _ramp(age, 40, 80))
+
+
+def _posed(points: np.ndarray, pose: Pose) -> np.ndarray:
+    """Canvas points (..., 2) as x, y after render()'s rotation and shift, as fractions of the side."""
+    c = SIZE * SCALE / 2
+    t = np.deg2rad(pose.angle)
+    x, y = points[..., 0] - c, points[..., 1] - c
+    posed = np.stack([c + x * np.cos(t) + y * np.sin(t) + pose.shift[0],
+                      c - x * np.sin(t) + y * np.cos(t) + pose.shift[1]], axis=-1)
+    return posed / (SIZE * SCALE)
+
+
+def landmarks(identity: Identity, age: int, seed: int = 0, pose_age: int | None = None) -> np.ndarray:
+    """(LANDMARKS, 2) x, y of the crown, eye line, mouth and chin centres in ``render``'s image
+    (same arguments), as fractions of its side: the geometry that aging changes most."""
+    layout = _layout(identity, age)
+    points = np.array([(layout.cx, y) for y in (layout.top, layout.eye_y, layout.mouth_y,
+                                                layout.chin_y)])
+    return _posed(points, _pose(identity, age, seed, pose_age))
+
+
+def stubble_mask(identity: Identity, age: int, size: int, seed: int = 0,
+                 pose_age: int | None = None) -> np.ndarray:
+    """(size, size) bool: where ``render`` (same arguments) draws a man's stubble at ``age``,
+    whether or not this identity has any (women and children are measured in the same place)."""
+    s = SIZE * SCALE
+    mask = Image.new("L", (s, s), 0)
+    ImageDraw.Draw(mask).chord(_layout(identity, age).stubble_box, 0, 180, fill=255)
+    pose = _pose(identity, age, seed, pose_age)
+    mask = mask.rotate(pose.angle, resample=Image.BILINEAR, translate=pose.shift)
+    return np.asarray(mask.resize((size, size), Image.BILINEAR)) >= 128
 
 
 def sample_ages(seed: int, identity: int, count: int) -> list[int]:
@@ -312,10 +400,11 @@ class SynthFaces(utkface.UTKFace):
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Generated on first use by faceaging (configs/synthfaces.py)."
 
 
-def render_jpeg(identity: Identity, age: int, seed: int = 0, quality: int = 92) -> bytes:
+def render_jpeg(identity: Identity, age: int, seed: int = 0, quality: int = 92,
+                pose_age: int | None = None) -> bytes:
     """The render as JPEG bytes, as the dataset stores it."""
     buffer = io.BytesIO()
-    Image.fromarray(render(identity, age, seed)).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(render(identity, age, seed, pose_age)).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -332,13 +421,17 @@ def _render_identity(args) -> list[tuple[str, bytes, dict]]:
 
 
 def _render_one(args) -> bytes:
-    seed, index, age = args
-    return render_jpeg(make_identity(seed, index), age, seed)
+    seed, index, age, pose_age = args
+    return render_jpeg(make_identity(seed, index), age, seed, pose_age=pose_age)
 
 
 def render_jpegs(seed: int, identities_and_ages, processes: int | None = None) -> list[bytes]:
-    """JPEG renders of (identity index, age) pairs, rendered in parallel processes."""
-    jobs = [(seed, int(index), int(age)) for index, age in identities_and_ages]
+    """JPEG renders of (identity index, age) or (identity index, age, pose age) tuples, rendered
+    in parallel processes."""
+    jobs = [(seed, int(job[0]), int(job[1]), None if len(job) < 3 else int(job[2]))
+            for job in identities_and_ages]
+    if len(jobs) < SERIAL_RENDERS:  # starting worker processes would take longer
+        return [_render_one(job) for job in jobs]
     with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
         return list(pool.imap(_render_one, jobs, chunksize=32))
 

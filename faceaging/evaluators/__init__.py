@@ -3,14 +3,16 @@
 Each module defines ``Evaluator`` (see ``common.Evaluator``): ``age`` (the independent age
 estimator on the aged images), ``cycle`` (restoring the aged image), ``identity`` (a face
 embedding network), ``fid_kid`` (against real images of the target group), ``synthfaces_truth``
-(against the true render at the target age) and ``traits`` (the SynthFaces trait classifier).
+(against the true render at the target age, and stubble on women), ``geometry`` (landmark
+heights against the true ones), ``traits`` (the SynthFaces trait classifier) and ``two_sample``
+(a classifier trained to tell real from aged faces).
 """
 
 from __future__ import annotations
 
 import importlib
 
-KNOWN = ("age", "cycle", "identity", "fid_kid", "synthfaces_truth", "traits")
+KNOWN = ("age", "cycle", "identity", "fid_kid", "synthfaces_truth", "geometry", "traits", "two_sample")
 
 
 def names(spec: str) -> list[str]:

@@ -17,11 +17,11 @@ class Evaluator(common.Evaluator):
         self.estimate = common.compiled_with(
             self.params, lambda p, x: age_estimator.estimate(self.graph, p, x))
 
-    def group_metrics(self, group, aged):
+    def per_image(self, group, aged):
         schedule = self.ctx.schedule
         est = np.asarray(self.estimate(aged))
-        return {"age_group_accuracy": float((age_estimator.groups_of(schedule, est) == group).mean()),
-                "age_mae": float(np.abs(est - schedule.representative_age(group)).mean())}
+        return {"age_group_accuracy": (age_estimator.groups_of(schedule, est) == group).astype(float),
+                "age_mae": np.abs(est - schedule.representative_age(group))}
 
     def summary(self):
         """How far to trust the estimator: its MAE and accuracy on the real inputs."""

@@ -1,11 +1,13 @@
 """What every evaluator sees (``Context``) and the interface each one implements (``Evaluator``).
 
-``--mode=eval`` ages held-out faces once to every group and hands the result to the evaluators
-named in ``config.eval.evaluators``, in that order. An evaluator contributes metrics to each
-target group's row (``group_metrics``) and, optionally, run-level entries (``summary``). One
-that cannot run (weights or a network missing) raises ``Skipped`` from its constructor and is
-listed in the report with the reason; one that does not apply to the dataset says so in
-``applies`` and is left out silently.
+``--mode=eval`` ages the evaluation faces once to every group and hands the result to the
+evaluators named in ``config.eval.evaluators``, in that order. An evaluator measures each
+(input, target group) cell (``per_image``: one value per input for a target group), and may add
+metrics of a whole target group's aged set (``per_group``) and run-level entries (``summary``).
+``evaluate`` averages the cells whose target differs from the input's group, with confidence
+intervals over identities (``faceaging.cell_stats``). One that cannot run (weights or a network
+missing) raises ``Skipped`` from its constructor and is listed in the report with the reason; one
+that does not apply to the dataset says so in ``applies`` and is left out silently.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from faceaging import files, input_pipeline, run as run_lib
@@ -37,10 +38,11 @@ class Context:
     run: run_lib.Run  # both generators' EMA weights
     eval_config: ml_collections.ConfigDict  # the eval section in force (the run's or a given one)
     builder: tfds.core.DatasetBuilder
-    split: str  # the held-out split the faces come from
+    split: str  # where the faces come from: a held-out split, or "fresh" SynthFaces identities
     records: list[dict]  # their records (file_name, age, ...)
     images: np.ndarray  # (N, H, W, 3) uint8 inputs
     source_groups: np.ndarray  # (N,) their age groups
+    units: np.ndarray  # (N,) the identity of each input (the unit confidence intervals resample)
     aged: np.ndarray  # (N, K, H, W, 3) uint8: each input aged to each of the K groups
     _cache: dict = dataclasses.field(default_factory=dict)
 
@@ -67,10 +69,35 @@ class Context:
         return self.cached(("training_images", per_group), lambda: _training_images(
             self.builder, self.schedule, self.config.image_size, per_group))
 
+    def identities(self) -> list[synthfaces.Identity]:
+        """SynthFaces: each input's identity."""
+        seed = self.config.data.synthfaces.seed
+        return self.cached("identities", lambda: [
+            synthfaces.make_identity(seed, synthfaces.identity_index(r["file_name"]))
+            for r in self.records])
+
     def true_renders(self, group: int) -> np.ndarray:
-        """SynthFaces: each input's identity rendered at ``group``'s typical age, in its own pose."""
-        return self.cached(("true_renders", group), lambda: _true_renders(
-            self.config, self.records, self.schedule.representative_age(group)))
+        """SynthFaces: each input's identity rendered at ``group``'s typical age, in its own pose
+        and light, stored and decoded as the dataset's images are."""
+        def every_group():  # one batch of renders for all groups: worker processes start once
+            ages = [self.schedule.representative_age(k) for k in range(self.schedule.num_groups)]
+            jobs = [(i.index, age, int(r["age"])) for age in ages
+                    for i, r in zip(self.identities(), self.records)]
+            return render_decoded(self.config, jobs).reshape(len(ages), len(self.records), *self.images.shape[1:])
+
+        return self.cached("true_renders", every_group)[group]
+
+    def true_landmarks(self, group: int | None) -> np.ndarray:
+        """SynthFaces: (N, LANDMARKS) landmark heights (fractions of the image height) of each
+        input's identity at ``group``'s typical age in the input's pose; None: of the input."""
+        seed = self.config.data.synthfaces.seed
+
+        def compute():
+            return np.stack([synthfaces.landmarks(
+                i, int(r["age"]) if group is None else self.schedule.representative_age(group),
+                seed, pose_age=int(r["age"]))[:, 1] for i, r in zip(self.identities(), self.records)])
+
+        return self.cached(("true_landmarks", group), compute)
 
 
 class Evaluator:
@@ -84,9 +111,16 @@ class Evaluator:
         del ctx
         return True
 
-    def group_metrics(self, group: int, aged: np.ndarray) -> dict[str, float | None]:
-        """Metrics of ``aged`` (N, H, W, 3), the inputs aged to ``group``."""
-        raise NotImplementedError
+    def per_image(self, group: int, aged: np.ndarray) -> dict[str, np.ndarray]:
+        """(N,) values per metric for ``aged`` (N, H, W, 3), the inputs aged to ``group``; NaN
+        where a cell has no value (e.g. a metric of women only)."""
+        del group, aged
+        return {}
+
+    def per_group(self, group: int, aged: np.ndarray) -> dict[str, float | None]:
+        """Metrics of a whole set: ``aged`` holds only the inputs from other groups."""
+        del group, aged
+        return {}
 
     def summary(self) -> dict:
         """Run-level report entries, asked for after every group was measured."""
@@ -132,11 +166,11 @@ def _training_images(builder, schedule, image_size: int, per_group: int | None) 
     return [np.stack(t) if t else np.zeros(empty, np.uint8) for t in taken]
 
 
-def _true_renders(config, records, age: int) -> np.ndarray:
-    seed, size = config.data.synthfaces.seed, config.image_size
-    return np.stack([np.asarray(Image.fromarray(synthfaces.render(
-        synthfaces.make_identity(seed, synthfaces.identity_index(r["file_name"])), age, seed,
-        pose_age=int(r["age"]))).resize((size, size), Image.BICUBIC)) for r in records])
+def render_decoded(config, jobs) -> np.ndarray:
+    """SynthFaces renders of (identity index, age, pose age) ``jobs``, through JPEG and decoded at
+    ``config.image_size`` exactly as training images are."""
+    data = synthfaces.render_jpegs(config.data.synthfaces.seed, jobs)
+    return np.stack([input_pipeline.decode_image(d, config.image_size) for d in data])
 
 
 def log_skip(skipped: Skipped) -> None:

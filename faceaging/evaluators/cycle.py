@@ -27,9 +27,9 @@ class Evaluator(common.Evaluator):
 
         self.restore = restore
 
-    def group_metrics(self, group, aged):
+    def per_image(self, group, aged):
         images = self.ctx.images
         cycled = np.asarray(self.restore(aged, self.ctx.source_groups))
-        return {"cycle_l1": float(image_metrics.l1(cycled, images).mean()),
-                "cycle_psnr": float(image_metrics.psnr(cycled, images).mean()),
-                "cycle_ssim": float(image_metrics.ssim(cycled, images).mean())}
+        return {"cycle_l1": np.asarray(image_metrics.l1(cycled, images)),
+                "cycle_psnr": np.asarray(image_metrics.psnr(cycled, images)),
+                "cycle_ssim": np.asarray(image_metrics.ssim(cycled, images))}

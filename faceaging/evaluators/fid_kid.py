@@ -1,4 +1,5 @@
-"""FID and KID of each group's aged images against real training images of that group."""
+"""FID and KID of each group's aged images (from inputs of other groups) against real training
+images of that group."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Evaluator(common.Evaluator):
     def _features_of(self, images):
         return batching.map_in_batches(self.features, images, self.ctx.eval_config.batch_size)
 
-    def group_metrics(self, group, aged):
+    def per_group(self, group, aged):
         ctx, c = self.ctx, self.ctx.eval_config
         reals = ctx.training_images(None if ctx.synthetic else c.fid_num_real)
         real = reals[group][:c.fid_num_real]

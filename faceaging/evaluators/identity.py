@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from faceaging import face_embedding
 from faceaging.evaluators import common
 
@@ -18,9 +20,9 @@ class Evaluator(common.Evaluator):
             "identity_similarity")
         self.input_embeddings = self.embedder(ctx.images)
 
-    def group_metrics(self, group, aged):
-        return {"identity_similarity": float(face_embedding.cosine_similarity(
-            self.input_embeddings, self.embedder(aged)).mean())}
+    def per_image(self, group, aged):
+        return {"identity_similarity": np.asarray(face_embedding.cosine_similarity(
+            self.input_embeddings, self.embedder(aged)))}
 
     def summary(self):
         return {"identity_weights_sha256": self.embedder.sha256}

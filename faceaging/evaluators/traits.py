@@ -9,28 +9,33 @@ from faceaging import trait_classifier
 from faceaging.evaluators import common
 
 
+def load_reader(ctx: common.Context, key: str):
+    """(graph, params) of the run's trait classifier; Skipped(key) when there is none."""
+    try:
+        return trait_classifier.load_trait_classifier(ctx.config, ctx.run.workdir.root)
+    except FileNotFoundError as e:
+        raise common.Skipped(key, str(e)) from None
+
+
 class Evaluator(common.SynthFacesEvaluator):
     name = "traits"
 
     def __init__(self, ctx: common.Context):
         self.ctx = ctx
-        try:
-            graph, params = trait_classifier.load_trait_classifier(ctx.config, ctx.run.workdir.root)
-        except FileNotFoundError as e:
-            raise common.Skipped("trait_agreement", str(e)) from None
+        graph, params = load_reader(ctx, "trait_agreement")
         self.traits = common.compiled_with(
             params, lambda p, x: trait_classifier.predict_traits(graph, p, x))
         self.input_traits = np.asarray(self.traits(ctx.images))
         self.by_trait = {}
 
-    def group_metrics(self, group, aged):
+    def per_image(self, group, aged):
         same = np.asarray(self.traits(aged)) == self.input_traits
         truth = self.ctx.true_renders(group)
+        other = self.ctx.source_groups != group
         self.by_trait[self.ctx.schedule.labels[group]] = dict(
-            zip(trait_classifier.TRAITS, same.mean(0).tolist()))
-        return {"trait_agreement": float(same.mean()),
-                "trait_agreement_truth": float(
-                    (np.asarray(self.traits(truth)) == self.input_traits).mean())}
+            zip(trait_classifier.TRAITS, same[other].mean(0).tolist()))
+        return {"trait_agreement": same.mean(axis=1),
+                "trait_agreement_truth": (np.asarray(self.traits(truth)) == self.input_traits).mean(axis=1)}
 
     def summary(self):
         return {"trait_agreement_by_trait": self.by_trait}
