@@ -1,8 +1,12 @@
-"""SynthFaces: the embedded procedural dataset; trains on a 2-core CPU in about an hour.
+"""SynthFaces: the embedded procedural dataset.
 
 The dataset is rendered into ``config.data.manual_dir`` on first use. Six age groups
-spanning 1-100 years; 32x32 images and a narrow model: 9,000 steps at ~2.5 steps/s on 2 cores
-(``--config.train.steps=1500`` gives a first look in about 12 minutes).
+spanning 1-100 years; 32x32 images and a narrow model at ~2.5 steps/s on 2 CPU cores.
+
+- ``configs/synthfaces.py``: the quick start, 1,500 steps (about 12 minutes on 2 cores with
+  rendering and the held-out grid): a first look, far from the quality of the full budget.
+- ``configs/synthfaces.py:full``: the quality benchmark's budget, 9,000 steps (about an hour).
+- ``configs/synthfaces.py:tiny``: tests and smoke runs.
 """
 
 import os
@@ -34,9 +38,8 @@ def get_config(arg: str = ""):
     # preserve: without it the aged faces drifted in skin and eye colour (trait agreement 76%).
     c.loss.update(dict(age=3.0, cycle=5.0, reconstruction=2.0, preserve=1.0, r1_every=8))
     c.optim.update(dict(g_learning_rate=3e-4, d_learning_rate=3e-4, ema_decay=0.995))
-    # 9,000 steps: the CPU budget at which held-out quality met issue #4's bars (benchmarks/RESULTS.md).
-    c.train.update(dict(batch_size=16, steps=9000, log_every=100, sample_every=1000,
-                        checkpoint_every=1000))
+    c.train.update(dict(batch_size=16, steps=1500, log_every=100, sample_every=500,
+                        checkpoint_every=500))
     c.eval.fresh_identities = 200  # x 6 source ages; none of them in any dataset
     if arg == "tiny":
         base.tiny(c)
@@ -46,7 +49,7 @@ def get_config(arg: str = ""):
         c.data.synthfaces.ages_per_identity = 4
         c.eval.fresh_identities = 8
     elif arg == "full":  # the quality benchmark's budget (benchmarks/quality_synthfaces.py)
-        c.train.steps = 9000
+        c.train.update(dict(steps=9000, sample_every=1000, checkpoint_every=1000))
     elif arg:
         raise ValueError(f"configs/synthfaces.py takes '', 'full' or 'tiny', got {arg!r}")
     return c
