@@ -97,5 +97,10 @@ def bytes_per_device(abstract: TrainState, shardings) -> int:
 
 
 def create_train_state(config, num_groups, optimizers, shardings) -> TrainState:
-    """Initialises the state directly into its sharded layout (``shardings``: a state-shaped tree)."""
-    return jax.jit(lambda: _init(config, num_groups, optimizers)[0], out_shardings=shardings)()
+    """Initialises the state directly into its sharded layout (``shardings``: a state-shaped tree).
+
+    Waits until it is built: on CPU devices, a train step dispatched while the initialiser's
+    collectives still run can deadlock XLA's rendezvous (devices split between the two programs'
+    collectives, then the process aborts after the rendezvous timeout)."""
+    state = jax.jit(lambda: _init(config, num_groups, optimizers)[0], out_shardings=shardings)()
+    return jax.block_until_ready(state)
