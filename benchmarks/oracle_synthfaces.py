@@ -81,13 +81,11 @@ def main(_):
     graph, params = train_oracle(config, schedule, *paired_training_set(config, schedule))
     train_seconds = time.perf_counter() - start
 
-    cases = evaluate.fresh_cases(config.data.synthfaces.seed, config.eval.fresh_identities, schedule)
-    inputs = common.render_decoded(config, cases)
-    units = np.array([i for i, _ in cases])
-    sources = schedule.group_of(np.array([a for _, a in cases]))
+    records, inputs, sources, units = evaluate.fresh_inputs(config, config.eval.fresh_identities, schedule)
     ages = [schedule.representative_age(k) for k in range(schedule.num_groups)]
-    truths = common.render_decoded(config, [(i, age, a) for age in ages for i, a in cases]).reshape(
-        len(ages), len(cases), *inputs.shape[1:])
+    truths = common.render_decoded(config, [(i, age, r["age"]) for age in ages
+                                            for i, r in zip(units, records)]).reshape(
+        len(ages), len(records), *inputs.shape[1:])
     age_all = jax.jit(lambda p, x, code: pixels.to_uint8(nnx.merge(graph, p)(
         pixels.to_float(x, jnp.dtype(config.dtype)), code)[0]))
     aged = np.stack([np.asarray(age_all(params, inputs, jax.nn.one_hot(np.full(len(inputs), k), len(ages))))

@@ -44,7 +44,8 @@ def fresh_cases(seed: int, num_identities: int, schedule) -> list[tuple[int, int
     return cases
 
 
-def _fresh_inputs(config, num_identities: int, schedule):
+def fresh_inputs(config, num_identities: int, schedule):
+    """(records, uint8 images, source groups, identity of each) of the fresh evaluation faces."""
     seed = config.data.synthfaces.seed
     cases = fresh_cases(seed, num_identities, schedule)
     logging.info("Rendering %d fresh SynthFaces identities x %d ages for evaluation",
@@ -75,7 +76,7 @@ def make_context(trained: run_lib.Run, eval_config: ml_collections.ConfigDict) -
     schedule = trained.schedule
     if trained.config.data.name == "synth_faces" and eval_config.fresh_identities > 0:
         split = FRESH_SPLIT
-        records, images, groups, units = _fresh_inputs(trained.config, eval_config.fresh_identities, schedule)
+        records, images, groups, units = fresh_inputs(trained.config, eval_config.fresh_identities, schedule)
     else:
         split, records, images, groups, units = _held_out_inputs(
             builder, schedule, eval_config, trained.config.image_size)

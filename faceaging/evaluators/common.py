@@ -87,15 +87,14 @@ class Context:
 
         return self.cached("true_renders", every_group)[group]
 
-    def true_landmarks(self, group: int | None) -> np.ndarray:
+    def true_landmarks(self, group: int) -> np.ndarray:
         """SynthFaces: (N, LANDMARKS) landmark heights (fractions of the image height) of each
-        input's identity at ``group``'s typical age in the input's pose; None: of the input."""
-        seed = self.config.data.synthfaces.seed
+        input's identity at ``group``'s typical age in the input's pose."""
+        seed, age = self.config.data.synthfaces.seed, self.schedule.representative_age(group)
 
         def compute():
-            return np.stack([synthfaces.landmarks(
-                i, int(r["age"]) if group is None else self.schedule.representative_age(group),
-                seed, pose_age=int(r["age"]))[:, 1] for i, r in zip(self.identities(), self.records)])
+            return np.stack([synthfaces.landmarks(i, age, seed, pose_age=int(r["age"]))[:, 1]
+                             for i, r in zip(self.identities(), self.records)])
 
         return self.cached(("true_landmarks", group), compute)
 

@@ -61,13 +61,12 @@ class Evaluator(common.Evaluator):
 def paired_sets(images, aged, source_groups, units, rng):
     """(images, labels 1 real / 0 aged, units): every input as a real image of its group, and for
     each, one input of another group (of the same identity where there is one) aged to its group."""
-    num_groups = aged.shape[1]
     out_images, out_labels, out_units = [], [], []
     for n in range(len(images)):
         group = source_groups[n]
         same = np.flatnonzero((units == units[n]) & (source_groups != group))
         others = same if len(same) else np.flatnonzero(source_groups != group)
-        if not len(others) or group >= num_groups:
+        if not len(others):
             continue
         out_images += [images[n], aged[rng.choice(others), group]]
         out_labels += [1.0, 0.0]
