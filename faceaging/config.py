@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.identity = 1.0
     c.loss.reconstruction = 10.0  # L1 of G(x, source group) to x; 0 skips that pass
     c.loss.preserve = 0.0  # L1 of G(x, target group) to x: change only what age needs
+    # G's cross entropy of a frozen age-group classifier (faceaging/age_guide.py) on its fakes;
+    # 0 leaves it out. Trained before the GAN (config.age_guide) when the workdir has none.
+    c.loss.age_guide = 0.0
     c.loss.r1_gamma = 10.0
     c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps
 
@@ -70,6 +73,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.estimator.batch_size = 64
     c.estimator.learning_rate = 1e-3
     c.estimator.label_sigma = 3.0  # years: Gaussian smoothing of the age labels
+
+    c.age_guide = ml_collections.ConfigDict()  # the frozen classifier of loss.age_guide
+    c.age_guide.channels = (32, 64, 128)
+    c.age_guide.steps = 1500
+    c.age_guide.batch_size = 64
+    c.age_guide.learning_rate = 1e-3
 
     c.traits = ml_collections.ConfigDict()  # SynthFaces trait classifier for evaluation
     c.traits.num_renders = 12000  # fresh identities rendered to train it (SynthFaces is procedural)
@@ -131,6 +140,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.num_sample_images = 4
     c.train.update(dict(batch_size=8, steps=20, log_every=5, sample_every=10, checkpoint_every=10))
     c.estimator.update(dict(channels=(8, 16), steps=20, batch_size=8))
+    c.age_guide.update(dict(channels=(8, 16), steps=20, batch_size=8))
     c.traits.update(dict(num_renders=64, channels=(8, 16), strides=(2, 2), steps=20, batch_size=8))
     c.eval.update(dict(num_images=8, batch_size=8, fid_image_size=75, fid_num_real=16,
                        kid_subsets=4, kid_subset_size=16, two_sample_steps=20,

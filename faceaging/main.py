@@ -9,6 +9,7 @@ Modes: ``train`` (default; resumes from WORKDIR); ``predict`` (ages images with 
 latest checkpoint's EMA generator); ``all`` (prepare data, train, age held-out faces);
 ``stats`` (label counts and a bar chart of the config's dataset); ``contact_sheet``
 (SynthFaces identities x ages); ``train_estimator`` and ``train_traits`` (evaluation networks);
+``train_age_guide`` (the frozen age classifier of ``config.loss.age_guide``, before training);
 ``eval`` (metrics of the latest checkpoint; an optional ``--config`` supplies its ``eval``
 section, e.g. ``--config.eval.fid_weights=PATH``).
 """
@@ -25,7 +26,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from faceaging import age_estimator, align, contact_sheet, dataset_stats, evaluate, predict, run_all
+from faceaging import age_estimator, age_guide, align, contact_sheet, dataset_stats, evaluate, predict, run_all
 from faceaging import checkpointing, config_checks, input_pipeline, stopping, trait_classifier, train
 from faceaging import workdir_lock
 from faceaging.datasets import utkface
@@ -37,7 +38,8 @@ config_flags.DEFINE_config_file("config", None, "Training config file (e.g. conf
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and event files.")
 flags.DEFINE_enum("mode", "train", ["train", "predict", "all", "stats", "contact_sheet",
-                                    "train_estimator", "train_traits", "eval"], "What to run.")
+                                    "train_estimator", "train_traits", "train_age_guide", "eval"],
+                  "What to run.")
 flags.DEFINE_string("input", None, "predict: an image, a folder (recursive), a glob, or a .txt list of paths.")
 flags.DEFINE_string("output_dir", None, "predict: where aged images, grids and GIFs go.")
 flags.DEFINE_string("checkpoint", None, "predict: WORKDIR/checkpoints/STEP (default: latest in --workdir).")
@@ -172,6 +174,10 @@ def _train_traits():
     print(json.dumps(trait_classifier.train_trait_classifier(FLAGS.config, FLAGS.workdir), indent=2))
 
 
+def _train_age_guide():
+    print(json.dumps(age_guide.train_guide(FLAGS.config, FLAGS.workdir), indent=2))
+
+
 def _eval():
     report = evaluate.evaluate(FLAGS.workdir, FLAGS.config.eval if FLAGS.config else None)
     print(json.dumps(report["mean"], indent=2))
@@ -180,7 +186,7 @@ def _eval():
 
 MODES = {"train": _train, "predict": _predict, "all": _all, "stats": _stats,
          "contact_sheet": _contact_sheet, "train_estimator": _train_estimator,
-         "train_traits": _train_traits, "eval": _eval}
+         "train_traits": _train_traits, "train_age_guide": _train_age_guide, "eval": _eval}
 
 
 def main(argv):

@@ -46,6 +46,7 @@ class LossWeights:
     identity: float = 1.0
     reconstruction: float = 10.0
     preserve: float = 0.0
+    age_guide: float = 0.0
     r1_gamma: float = 10.0
     r1_every: int = 16
 
@@ -62,6 +63,7 @@ class AgingOutputs(NamedTuple):
 
 Generate = Callable  # (params, images, age_code) -> (aged float32 images, identity features)
 Discriminate = Callable  # (params, images) -> (per-group adversarial logits, age logits)
+Classify = Callable  # (images) -> age-group logits: the frozen age guide
 
 
 def d_loss(d_params, discriminate: Discriminate, real, fake, source, target, w: LossWeights):
@@ -85,13 +87,14 @@ def r1_loss(d_params, discriminate: Discriminate, real, source, w: LossWeights):
 
 
 def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
-           discriminate: Discriminate, real, source_code, target, w: LossWeights):
+           discriminate: Discriminate, real, source_code, target, w: LossWeights,
+           guide: Classify | None = None):
     """The generator's loss given the aging pass's ``outputs``. -> (total, metrics).
 
     Adversarial and age terms from D on the fakes (their target group), L1 cycle through the
     restoring generator back to the source group, L1 between the identity features of the input
-    and of the fake, and optionally L1 reconstruction G(x, source) ~ x and preservation
-    G(x, target) ~ x.
+    and of the fake, and optionally L1 reconstruction G(x, source) ~ x, preservation
+    G(x, target) ~ x and the frozen age ``guide``'s cross entropy for the target group.
     """
     fake = outputs.fake
     cycled, identity_fake = generate(restoring, fake.astype(real.dtype), source_code)
@@ -105,9 +108,14 @@ def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
         terms["g/preserve"] = (w.preserve, losses.l1(fake, real))
     if outputs.reconstructed is not None:
         terms["g/reconstruction"] = (w.reconstruction, losses.l1(outputs.reconstructed, real))
+    extra = {}
+    if guide is not None:
+        guide_logits = guide(fake)
+        terms["g/age_guide"] = (w.age_guide, losses.classification(guide_logits, target))
+        extra["g/age_guide_accuracy_fake"] = losses.accuracy(guide_logits, target)
     total = sum(weight * value for weight, value in terms.values())
     return total, {**{k: v for k, (_, v) in terms.items()},
-                   "g/age_accuracy_fake": losses.accuracy(cls, target)}
+                   "g/age_accuracy_fake": losses.accuracy(cls, target), **extra}
 
 
 def ema_update(ema_params, params, step, decay: float):
@@ -134,15 +142,21 @@ def _select(pred, new, old):
 
 
 def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizers: Optimizers,
-                    num_groups: int, r1: str = "lazy"):
+                    num_groups: int, r1: str = "lazy", guide=None):
     """Returns ``train_step(state, batch) -> (state, metrics)``: a D update, then a G update.
 
     ``r1``: 'lazy' applies R1 every ``config.loss.r1_every`` steps (training); 'always' and
     'never' fix the choice at trace time, for counting each kind of step's work.
+    ``guide``: (graph, params) of the frozen age guide, required when ``config.loss.age_guide``
+    is above 0 (``age_guide.load_or_train``); its parameters are constants of the step.
     """
     if r1 not in R1_SCHEDULES:
         raise ValueError(f"r1={r1!r}: expected one of {R1_SCHEDULES}")
     w = LossWeights.from_config(config.loss)
+    if (w.age_guide > 0) != (guide is not None):
+        raise ValueError(f"config.loss.age_guide={w.age_guide} needs an age guide exactly when "
+                         "it is above 0 (faceaging.age_guide.load_or_train)")
+    classify = None if guide is None else (lambda images: nnx.merge(guide[0], guide[1])(images))
     dtype = jnp.dtype(config.dtype)
     shared = config.model.share_generators
 
@@ -187,7 +201,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         restoring = restoring_params(state.g_params)
         (g_total, g_metrics), (d_outputs, restoring_grads) = jax.value_and_grad(
             g_loss, argnums=(0, 1), has_aux=True)(
-            outputs, restoring, d_params, generate, discriminate, real, source_code, target, w)
+            outputs, restoring, d_params, generate, discriminate, real, source_code, target, w,
+            classify)
         (aging_grads,) = pull_back(d_outputs)
         if shared:
             g_grads = {"aging": jax.tree.map(jnp.add, aging_grads, restoring_grads)}

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from faceaging import aging, checkpointing, config as config_lib, config_checks, datasets, grids
+from faceaging import age_guide, aging, checkpointing, config as config_lib, config_checks, datasets, grids
 from faceaging import input_pipeline, mesh as mesh_lib, schedules, steps, stopping, train_state
 from faceaging import workdir_lock, writer as writer_lib
 from faceaging.workdir import Workdir
@@ -166,8 +166,10 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
     if jax.process_index() == 0:
         config_lib.save(config, run_dir.config)
 
+    guide = (age_guide.load_or_train(config, run_dir.root, schedule.num_groups)
+             if config.loss.age_guide > 0 else None)
     train_step = jax.jit(
-        steps.make_train_step(config, graphs, optimizers, schedule.num_groups),
+        steps.make_train_step(config, graphs, optimizers, schedule.num_groups, guide=guide),
         in_shardings=(shardings, data_sharded), out_shardings=(shardings, replicated),
         donate_argnums=0)
     ager = aging.Ager(graphs.generator, config.dtype, mesh)

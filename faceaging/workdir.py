@@ -11,6 +11,7 @@
       eval/STEP.json, STEP.md    --mode=eval reports
       age_estimator/STEP/        the evaluation age estimator (--mode=train_estimator)
       trait_classifier/STEP/     the SynthFaces trait classifier (--mode=train_traits)
+      age_guide/STEP/            the frozen age classifier of G's loss (loss.age_guide > 0)
       held_out_aging.png         --mode=all's grid of held-out faces
       dataset_stats.png          --mode=stats's bar chart
       contact_sheet.png          --mode=contact_sheet's SynthFaces sheet
@@ -48,6 +49,10 @@ class Workdir:
     @property
     def age_estimator(self) -> str:
         return self._path("age_estimator")
+
+    @property
+    def age_guide(self) -> str:
+        return self._path("age_guide")
 
     @property
     def trait_classifier(self) -> str:

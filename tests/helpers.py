@@ -2,10 +2,13 @@
 
 import importlib.util
 import os
+import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,3 +93,31 @@ def read_scalars(logdir) -> dict:
                 if value.HasField("simple_value"):
                     scalars.setdefault(value.tag, {})[event.step] = value.simple_value
     return scalars
+
+
+def start_cli(dirs, workdir, cache, *flags):
+    """``python -m faceaging.main`` on ``configs/utk.py:tiny`` and the data ``dirs``, in a
+    subprocess on one CPU device, training (by default) for ever with a loss line every step."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "faceaging.main", "--config=configs/utk.py:tiny",
+         f"--workdir={workdir}", f"--compilation_cache={cache}",
+         f"--config.data.manual_dir={dirs[0]}", f"--config.data.data_dir={dirs[1]}",
+         "--config.train.steps=100000", "--config.train.log_every=1",
+         "--config.train.sample_every=100000", *flags],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_line(process, needle, timeout=300) -> list:
+    """Lines of ``process`` until one contains ``needle`` (fails on exit or timeout)."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    process.kill()
+    pytest.fail(f"never saw {needle!r}:\n" + "".join(lines[-40:]))

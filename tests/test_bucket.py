@@ -5,18 +5,27 @@ JSON API on localhost. The clients are pointed at it as they would be at GCS:
 ``STORAGE_EMULATOR_HOST`` for gcsfs (epath, hence Orbax's metadata, TFDS and ``faceaging.files``)
 and ``TENSORSTORE_GCS_HTTP_URL`` for tensorstore (Orbax's arrays). Each layer a run writes
 through is exercised in this process: files, the workdir lock, TensorBoard events and the local
-mirror of a bucket dataset. Not yet here: Orbax checkpoints, whose asynchronous save to this
-emulator does not finish in our manager's configuration (the open part of issue #11).
+mirror of a bucket dataset; then the CLI as a user runs it with ``--workdir=gs://...``: train,
+SIGKILL, resume at the newest complete checkpoint, predict from it.
+
+The wrapper pipes the server's request log into a pipe it never reads; once ~64 KiB of log lines
+fill it, the server blocks mid-request and every client waits (Orbax's save finalisation was the
+first to hang). The fixture drains that pipe into a log file.
 """
 
+import io
 import os
+import shutil
+import signal
 import struct
+import threading
 
 import fsspec
-import numpy as np
+from PIL import Image
 import pytest
 
 from faceaging import files, workdir as workdir_lib, workdir_lock, writer as writer_lib
+from helpers import main_in_process, start_cli, wait_for_line
 
 BUCKET = "faceaging-test"
 
@@ -31,6 +40,8 @@ def bucket(tmp_path_factory):
     saved = {key: os.environ.get(key) for key in keys}  # before start() sets the first
     server = FakeGCSServer()
     server.start()
+    log = open(tmp_path_factory.mktemp("emulator") / "server.log", "wb")
+    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, log), daemon=True).start()
     env = {
         "STORAGE_EMULATOR_HOST": server.url, "TENSORSTORE_GCS_HTTP_URL": server.url,
         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
@@ -41,6 +52,7 @@ def bucket(tmp_path_factory):
     fsspec.filesystem("gs", skip_instance_cache=True).mkdir(BUCKET)
     yield f"gs://{BUCKET}"
     server.stop()
+    log.close()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -112,3 +124,48 @@ def test_tensorboard_events_are_written_to_a_bucket(bucket):
         values += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
         offset += 16 + length
     assert values == [("g/total", 1, 2.5)]
+
+
+def _steps_in(checkpoints: str) -> list[int]:
+    """Complete checkpoint steps in a bucket folder (Orbax writes commit_success.txt last)."""
+    return sorted(int(n) for n in files.listdir(checkpoints)
+                  if n.isdigit() and files.exists(f"{checkpoints}/{n}/commit_success.txt"))
+
+
+def test_the_cli_trains_is_killed_resumes_and_predicts_in_a_bucket(bucket, utk_dirs, tmp_path):
+    workdir = f"{bucket}/cli"
+    checkpoints = workdir_lib.Workdir(workdir).checkpoints
+    cache = str(tmp_path / "cache")
+    process = start_cli(utk_dirs, workdir, cache, "--config.train.checkpoint_every=2")
+    wait_for_line(process, "[5] ")  # step 5's losses: checkpoints 2 and 4 were started
+    process.send_signal(signal.SIGKILL)  # the VM is gone: no handler runs
+    process.communicate()
+    complete = _steps_in(checkpoints)
+    assert complete and complete[-1] >= 2, files.listdir(checkpoints)
+    assert files.exists(workdir_lib.Workdir(workdir).config)
+
+    # The same command resumes from the newest complete step (the dead trainer's lock is broken:
+    # same host, its process gone) and finishes its new budget.
+    resume_at = complete[-1]
+    process = start_cli(utk_dirs, workdir, cache, "--config.train.checkpoint_every=2",
+                        f"--config.train.steps={resume_at + 2}")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert f"Training from step {resume_at} to {resume_at + 2}" in output
+    assert _steps_in(checkpoints)[-1] == resume_at + 2
+
+    # Predict from the bucket's checkpoint into the bucket.
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for name in sorted(os.listdir(os.path.join(utk_dirs[0], "UTKFace")))[:2]:
+        shutil.copy(os.path.join(utk_dirs[0], "UTKFace", name), faces / name)
+    out = f"{bucket}/aged"
+    assert main_in_process("--mode=predict", f"--workdir={workdir}", f"--input={faces}",
+                           f"--output_dir={out}", "--aligned", "--target_groups=0,5") == 0
+    written = sorted(files.listdir(out))
+    stems = sorted(os.path.splitext(n)[0] for n in os.listdir(faces))
+    for stem in stems:  # two aged faces and their grid per input, each a decodable image
+        mine = [n for n in written if n.startswith(stem + "_")]
+        assert len(mine) == 3 and f"{stem}_grid.png" in mine, written
+        for name in mine:
+            assert Image.open(io.BytesIO(files.read_bytes(f"{out}/{name}"))).size[0] >= 32

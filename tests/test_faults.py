@@ -26,7 +26,7 @@ from faceaging import checkpointing, config as config_lib, input_pipeline, run a
 from faceaging import stopping, train, workdir_lock
 from faceaging.datasets import utkface
 from faceaging.workdir import Workdir
-from helpers import ROOT, main_in_process, write_utkface_folder
+from helpers import ROOT, main_in_process, start_cli, wait_for_line, write_utkface_folder
 
 NUM_IMAGES = 24
 
@@ -178,32 +178,6 @@ def test_a_second_ctrl_c_aborts_at_once():
 def subprocess_cache(tmp_path_factory):
     """A compile cache the module's CLI subprocesses share (one device: safe to cache)."""
     return str(tmp_path_factory.mktemp("cli-cache"))
-
-
-def start_cli(dirs, workdir, cache, *flags):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "faceaging.main", "--config=configs/utk.py:tiny",
-         f"--workdir={workdir}", f"--compilation_cache={cache}",
-         f"--config.data.manual_dir={dirs[0]}", f"--config.data.data_dir={dirs[1]}",
-         "--config.train.steps=100000", "--config.train.log_every=1",
-         "--config.train.sample_every=100000", *flags],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for_line(process, needle, timeout=300) -> list:
-    """Lines of ``process`` until one contains ``needle`` (fails on exit or timeout)."""
-    lines, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    process.kill()
-    pytest.fail(f"never saw {needle!r}:\n" + "".join(lines[-40:]))
 
 
 # SIGTERM: tests/test_multiprocess.py (sent to one process of two: both save the same step and

@@ -97,6 +97,37 @@ def test_g_loss_weights_each_term_and_uses_the_target_logit():
     np.testing.assert_allclose(total_own, expected + (0.25 - W.age) * m["g/age"], rtol=1e-6)
 
 
+def test_age_guide_adds_its_cross_entropy_for_the_target_group():
+    """With a frozen guide, G's loss gains loss.age_guide x the guide's cross entropy of the fakes
+    for their target groups (and its accuracy is reported); make_train_step wants a guide exactly
+    when the weight is above 0."""
+    rng = np.random.default_rng(0)
+    real = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+    fake = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+    target, source_code = jnp.array([0, 1, 2, 1]), jax.nn.one_hot(jnp.array([1, 0, 0, 2]), 3)
+    outputs = steps.AgingOutputs(fake, fake.mean(axis=(1, 2)), None)
+    generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
+    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
+    guide = lambda x: x.mean(axis=(1, 2)) * 10  # logits: the mean of each colour channel
+    w = steps.LossWeights(age_guide=2.5)
+    args = (outputs, None, None, generate, discriminate, real, source_code, target)
+    without, _ = steps.g_loss(*args, w)
+    total, metrics = steps.g_loss(*args, w, guide)
+    logits = np.asarray(guide(fake), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -log_p[np.arange(4), np.asarray(target)].mean()
+    np.testing.assert_allclose(metrics["g/age_guide"], expected, rtol=1e-5)
+    np.testing.assert_allclose(total - without, 2.5 * expected, rtol=1e-5)
+    np.testing.assert_allclose(metrics["g/age_guide_accuracy_fake"],
+                               (logits.argmax(-1) == np.asarray(target)).mean())
+    config = config_lib.tiny(config_lib.base_config())
+    optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
+    _, graphs = train_state.abstract_state(config, GROUPS, optimizers)
+    config.loss.age_guide = 1.0
+    with pytest.raises(ValueError, match="age_guide"):
+        steps.make_train_step(config, graphs, optimizers, GROUPS)
+
+
 def test_ema_update_warms_up_then_uses_the_decay():
     ema, params = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
     np.testing.assert_allclose(steps.ema_update(ema, params, 0, 0.999)["w"], 1 - 0.1)  # (1+0)/(10+0)

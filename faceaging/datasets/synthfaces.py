@@ -31,7 +31,7 @@ SIZE = 200
 SCALE = 2  # drawn at 2x, then downsampled for anti-aliasing
 AGES = (1, 100)
 INDEX_NAME = "index.csv"
-RENDERER_VERSION = "2"  # bump whenever render() changes its output; written beside the index
+RENDERER_VERSION = "3"  # bump whenever render() changes its output; written beside the index
 VERSION_NAME = "renderer_version.txt"
 FOLDER_NAME = utkface.FOLDER_NAME
 
@@ -133,7 +133,9 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
     wrinkle = _ramp(age, 30, 85)
     late = _ramp(age, 50, 90)
 
-    image = Image.new("RGBA", (s, s), _rgba(identity.background))
+    # An RGB canvas drawn in RGBA mode blends each stroke by its alpha (on an RGBA canvas,
+    # ImageDraw replaces pixels, which made renderer 2's translucent strokes opaque).
+    image = Image.new("RGB", (s, s), _rgba(identity.background)[:3])
     draw = ImageDraw.Draw(image, "RGBA")
     head_h, head_w, cx, top = layout.head_h, layout.head_w, layout.cx, layout.top
     mid_y = top + head_h * 0.5
@@ -224,7 +226,7 @@ def render(identity: Identity, age: int, seed: int = 0, pose_age: int | None = N
                             top + head_h * (0.55 if identity.hair_style == 2 else 0.9)), fill=_rgba(hair))
 
     # Mild nuisance: pose jitter, lighting gradient, colour noise.
-    image = image.convert("RGB").rotate(pose.angle, resample=Image.BILINEAR, translate=pose.shift,
+    image = image.rotate(pose.angle, resample=Image.BILINEAR, translate=pose.shift,
                                         fillcolor=tuple(int(c) for c in identity.background))
     image = image.filter(ImageFilter.GaussianBlur(0.6)).resize((SIZE, SIZE), Image.LANCZOS)
     pixels = np.asarray(image, np.float32)
@@ -392,11 +394,13 @@ def read_index(folder: str) -> list[dict]:
 class SynthFaces(utkface.UTKFace):
     """SynthFaces read by the unchanged UTKFace builder logic, under its own dataset name."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "1.1.0": "Renderer 2: pose and lighting drawn apart from age features; "
                               "larger irises in distinct colours.",
-                     "1.2.0": "Files that do not decode as images are left out (and listed)."}
+                     "1.2.0": "Files that do not decode as images are left out (and listed).",
+                     "1.3.0": "Renderer 3: translucent strokes blend (stubble, thinning hair, "
+                              "wrinkles, eye bags, age spots) instead of painting opaque."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Generated on first use by faceaging (configs/synthfaces.py)."
 
 

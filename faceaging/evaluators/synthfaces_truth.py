@@ -4,12 +4,10 @@ input; the group's mean training image); and stubble painted on women.
 
 ``female_stubble``: for women aged to an adult group, whether the aged image moves the place a
 man's stubble grows more than STUBBLE_RATE_THRESHOLD of the way from the true render (which has
-none) towards the hair colour. The same measure of the unchanged input
-(``female_stubble_input``) is its baseline.
-
-Renderer 2 draws on an RGBA canvas, where ImageDraw replaces pixels instead of blending them, so
-the stubble's ``synthfaces.STUBBLE_ALPHA`` (like every other translucent stroke) is lost: a man's
-stubble is an opaque hair-coloured patch (measured opacity 0.88-0.97 over this region).
+none) towards the hair colour: half the opacity of a grown man's stubble
+(``synthfaces.STUBBLE_ALPHA``; renderer 3 measures 0.12-0.14 over this region). The same measure
+of the unchanged input (``female_stubble_input``) is its baseline: an input of another age differs
+from the truth in this region too (jaw and mouth move with age), so the baseline is not zero.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from faceaging import cell_stats, image_metrics
 from faceaging.datasets import synthfaces
 from faceaging.evaluators import common
 
-STUBBLE_RATE_THRESHOLD = 0.25  # of the way to the hair colour: a quarter of a man's stubble
+STUBBLE_RATE_THRESHOLD = 0.5 * synthfaces.STUBBLE_ALPHA  # of the way to the hair colour
 
 
 class Evaluator(common.SynthFacesEvaluator):
@@ -51,7 +49,7 @@ def stubble_alpha(identities, pose_ages, age: int, seed: int, images: np.ndarray
                   truth: np.ndarray) -> np.ndarray:
     """(N,) for women: how much hair colour ``images`` add over the ``truth`` renders (each
     identity at ``age`` in the pose of its ``pose_ages`` entry) where a man's stubble grows, as
-    an opacity (0: none; a man's stubble as rendered: about 0.9); NaN for men.
+    an opacity (0: none; a man's stubble as rendered: about 0.13); NaN for men.
     The mean colour change in that region, projected on (hair colour - skin colour)."""
     out = np.full(len(images), np.nan)
     for n, (identity, pose_age) in enumerate(zip(identities, pose_ages)):
