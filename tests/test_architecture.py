@@ -14,7 +14,7 @@ LAYERS = [
     ("data", ["datasets", "datasets.utkface", "datasets.synthfaces", "input_pipeline", "align"]),
     ("model", ["conv", "models", "losses", "train_state", "small_models", "inception",
                "face_embedding"]),
-    ("step", ["steps", "aging", "checkpointing", "writer"]),
+    ("step", ["steps", "aging", "checkpointing", "writer", "age_guide"]),
     ("train loop", ["train"]),
     ("run", ["run"]),
     ("tools", ["predict", "age_estimator", "trait_classifier", "evaluators", "evaluators.common",
