@@ -18,7 +18,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image, ImageDraw
 
-from faceaging import datasets, input_pipeline, mesh as mesh_lib, schedules, steps, train_state
+from faceaging import age_guide, datasets, input_pipeline, mesh as mesh_lib, schedules, steps, train_state
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_integer("steps", 300, "Steps to train.")
@@ -38,7 +38,8 @@ def record(config, num_steps: int) -> dict:
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
     shardings = train_state.state_shardings(abstract, mesh_lib.replicated(mesh))
     state = train_state.create_train_state(config, schedule.num_groups, optimizers, shardings)
-    step = jax.jit(steps.make_train_step(config, graphs, optimizers, schedule.num_groups),
+    guide = age_guide.untrained(config, schedule.num_groups)  # with loss.age_guide > 0: untrained
+    step = jax.jit(steps.make_train_step(config, graphs, optimizers, schedule.num_groups, guide=guide),
                    donate_argnums=0)
     curves = {}
     for _ in range(num_steps):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from faceaging import mesh as mesh_lib, perf, schedules, steps, train_state
+from faceaging import age_guide, mesh as mesh_lib, perf, schedules, steps, train_state
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_integer("steps", 0, "Timed steps (0: 2 x config.loss.r1_every); at least 2.")
@@ -47,7 +47,9 @@ def measure(config, num_steps: int) -> dict:
     abstract, graphs = train_state.abstract_state(config, groups, optimizers)
     shardings = train_state.state_shardings(abstract, mesh_lib.replicated(mesh))
     state = train_state.create_train_state(config, groups, optimizers, shardings)
-    jit_step = lambda r1: jax.jit(steps.make_train_step(config, graphs, optimizers, groups, r1=r1),
+    guide = age_guide.untrained(config, groups)  # loss.age_guide > 0: the same work, any weights
+    jit_step = lambda r1: jax.jit(steps.make_train_step(config, graphs, optimizers, groups, r1=r1,
+                                                        guide=guide),
                                   in_shardings=(shardings, mesh_lib.data_sharded(mesh)),
                                   donate_argnums=0)
     batch = random_batch(config, groups, mesh_lib.data_sharded(mesh))

@@ -68,6 +68,14 @@ def load_guide(config: ml_collections.ConfigDict, workdir: str, num_groups: int)
                                     "train_age_guide")
 
 
+def untrained(config: ml_collections.ConfigDict, num_groups: int):
+    """(graph, params) of a freshly initialised guide, or None when ``config.loss.age_guide`` is
+    0: for benchmarks that time or trace the train step (its cost does not depend on the weights)."""
+    if config.loss.age_guide <= 0:
+        return None
+    return nnx.split(_make_model(config, num_groups, config.seed + SEED_OFFSET))
+
+
 def load_or_train(config: ml_collections.ConfigDict, workdir: str, num_groups: int):
     """The guide of ``workdir``, trained first if it has none (one process only: on several,
     each would train on its own rows of the batches and hold a different guide)."""
