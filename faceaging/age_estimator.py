@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from faceaging import datasets, input_pipeline, pixels, schedules, small_models
+from faceaging import input_pipeline, pixels, schedules, small_models
 from faceaging.workdir import Workdir
 
 MAX_AGE = 100
@@ -44,21 +44,11 @@ def groups_of(schedule: schedules.AgeSchedule, estimated_ages) -> np.ndarray:
 def train_estimator(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the estimator on the training split, saves it, returns its validation metrics."""
     e = config.estimator
-    schedule = schedules.get_schedule(config.data.schedule)
-    builder = datasets.prepare(config)
-    source = input_pipeline.open_split(builder, "train", schedule)
-    iterator = iter(input_pipeline.make_train_loader(config, source, schedule.num_groups,
-                                                     batch_size=e.batch_size))
-    graph, params = nnx.split(small_models.ConvNet(e.channels, MAX_AGE + 1, rngs=nnx.Rngs(config.seed)))
-
-    def draw():
-        batch = next(iterator)
-        return batch["image"], batch["age"]
-
-    params = small_models.fit(
-        graph, params, e.learning_rate,
+    builder, schedule, graph, params = small_models.fit_on_training_images(
+        config, small_models.ConvNet(e.channels, MAX_AGE + 1, rngs=nnx.Rngs(config.seed)), "age",
+        e.steps, e.batch_size, e.learning_rate,
         lambda logits, ages: optax.softmax_cross_entropy(logits, soft_labels(ages, e.label_sigma)).mean(),
-        small_models.Batches(draw, e.steps), "age estimator")
+        "age estimator")
     small_models.save_params(Workdir(workdir).age_estimator, e.steps, params)
     metrics = validate(config, builder, schedule, graph, params)
     logging.info("age estimator on real validation images: %s", metrics)

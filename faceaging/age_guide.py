@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from faceaging import datasets, files, input_pipeline, losses, pixels, schedules, small_models
+from faceaging import files, input_pipeline, losses, pixels, schedules, small_models
 from faceaging.workdir import Workdir
 
 SEED_OFFSET = 7919  # the guide's initialisation seed is config.seed + this
@@ -33,19 +33,10 @@ def _make_model(config: ml_collections.ConfigDict, num_groups: int, seed: int = 
 def train_guide(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the guide on the training split, saves it, returns its held-out metrics."""
     g = config.age_guide
-    schedule = schedules.get_schedule(config.data.schedule)
-    builder = datasets.prepare(config)
-    source = input_pipeline.open_split(builder, "train", schedule)
-    iterator = iter(input_pipeline.make_train_loader(config, source, schedule.num_groups,
-                                                     batch_size=g.batch_size))
-    graph, params = nnx.split(_make_model(config, schedule.num_groups, config.seed + SEED_OFFSET))
-
-    def draw():
-        batch = next(iterator)
-        return batch["image"], batch["source"]
-
-    params = small_models.fit(graph, params, g.learning_rate, losses.classification,
-                              small_models.Batches(draw, g.steps), "age guide")
+    num_groups = schedules.get_schedule(config.data.schedule).num_groups
+    builder, schedule, graph, params = small_models.fit_on_training_images(
+        config, _make_model(config, num_groups, config.seed + SEED_OFFSET), "source", g.steps,
+        g.batch_size, g.learning_rate, losses.classification, "age guide")
     small_models.save_params(Workdir(workdir).age_guide, g.steps, params)
     held_out = input_pipeline.open_split(builder, input_pipeline.held_out_split(builder), schedule)
     batch = input_pipeline.sample_batch(held_out, config.eval.num_images, config.image_size)

@@ -1,5 +1,5 @@
-"""Small supervised networks for evaluation (the age estimator, the trait classifier): a plain
-CNN, a training loop, and saving/loading of their parameters."""
+"""Small supervised networks (the evaluation age estimator and trait classifier, the age
+guide): a plain CNN, a training loop, and saving/loading of their parameters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
-from faceaging import files, pixels
+from faceaging import datasets, files, input_pipeline, pixels, schedules
 
 
 class ConvNet(nnx.Module):
@@ -53,6 +53,25 @@ def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str)
         if step % max(1, total // 10) == 0:
             logging.info("%s step %d/%d: loss %.4f", what, step, total, float(loss))
     return params
+
+
+def fit_on_training_images(config, model: nnx.Module, label: str, steps: int, batch_size: int,
+                           learning_rate: float, loss_of_logits, what: str):
+    """Trains ``model`` on the training split of ``config``'s dataset, labels from the batches'
+    ``label`` field ('age' or 'source', the age group). -> (builder, schedule, graph, params)."""
+    schedule = schedules.get_schedule(config.data.schedule)
+    builder = datasets.prepare(config)
+    source = input_pipeline.open_split(builder, "train", schedule)
+    iterator = iter(input_pipeline.make_train_loader(config, source, schedule.num_groups,
+                                                     batch_size=batch_size))
+
+    def draw():
+        batch = next(iterator)
+        return batch["image"], batch[label]
+
+    graph, params = nnx.split(model)
+    params = fit(graph, params, learning_rate, loss_of_logits, Batches(draw, steps), what)
+    return builder, schedule, graph, params
 
 
 class Batches:
