@@ -3,9 +3,10 @@
 The dataset is rendered into ``config.data.manual_dir`` on first use. Six age groups
 spanning 1-100 years; 32x32 images and a narrow model at ~2.5 steps/s on 2 CPU cores.
 
-- ``configs/synthfaces.py``: the quick start, 1,500 steps (about 12 minutes on 2 cores with
-  rendering and the held-out grid): a first look, far from the quality of the full budget.
-- ``configs/synthfaces.py:full``: the quality benchmark's budget, 9,000 steps (about an hour).
+- ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (within 15
+  minutes on 2 cores with rendering and the held-out grid): a first look.
+- ``configs/synthfaces.py:full``: the quality benchmark's budget, 4,500 steps after a 1,500-step
+  guide: about an hour on 2 cores at the ~1.4 steps/s these settings train at (not yet run).
 - ``configs/synthfaces.py:tiny``: tests and smoke runs.
 """
 
@@ -32,14 +33,22 @@ def get_config(arg: str = ""):
     c.model.update(dict(kernel_size=3, stem_channels=16, encoder_channels=(32, 32),
                         encoder_factors=(2, 2), encoder_extra_blocks=1, modulator_blocks=1,
                         style_dim=32, decoder_extra_blocks=0, disc_stem_channels=16,
-                        disc_channels=(32, 32, 32), residual_output=True))
+                        disc_channels=(32, 32, 32), residual_output=True,
+                        # D reads the layout (eye height, head size) instead of averaging it
+                        # away; the age code also enters every bottleneck position.
+                        disc_head="flatten", spatial_age=True))
     # The residual generator starts as the identity map, so the age loss must outweigh the
     # L1 terms that would keep it there (age 1 / cycle 10 left outputs unchanged at 400 steps).
     # preserve: without it the aged faces drifted in skin and eye colour (trait agreement 76%).
-    c.loss.update(dict(age=3.0, cycle=5.0, reconstruction=2.0, preserve=1.0, r1_every=8))
+    # Fresh-identity ablation (benchmarks/RESULTS.md, issue #14): R1 gamma 10 -> 0.1, G's weight
+    # on D's age classifier 3 -> 1 (D keeps 3), and a frozen age guide for G (age accuracy
+    # 51.7% -> 93.1% at 1,500 steps; ground-truth L1 and trait agreement get worse).
+    c.loss.update(dict(age=3.0, age_generator=1.0, age_guide=1.0, cycle=5.0, reconstruction=2.0,
+                       preserve=1.0, r1_gamma=0.1, r1_every=8))
     c.optim.update(dict(g_learning_rate=3e-4, d_learning_rate=3e-4, ema_decay=0.995))
-    c.train.update(dict(batch_size=16, steps=1500, log_every=100, sample_every=500,
-                        checkpoint_every=500))
+    c.age_guide.steps = 600  # the quick start's budget (the guide's loss levels off from ~600)
+    c.train.update(dict(batch_size=16, steps=900, log_every=100, sample_every=300,
+                        checkpoint_every=300))
     c.eval.fresh_identities = 200  # x 6 source ages; none of them in any dataset
     if arg == "tiny":
         base.tiny(c)
@@ -49,7 +58,8 @@ def get_config(arg: str = ""):
         c.data.synthfaces.ages_per_identity = 4
         c.eval.fresh_identities = 8
     elif arg == "full":  # the quality benchmark's budget (benchmarks/quality_synthfaces.py)
-        c.train.update(dict(steps=9000, sample_every=1000, checkpoint_every=1000))
+        c.age_guide.steps = 1500
+        c.train.update(dict(steps=4500, sample_every=500, checkpoint_every=500))
     elif arg:
         raise ValueError(f"configs/synthfaces.py takes '', 'full' or 'tiny', got {arg!r}")
     return c

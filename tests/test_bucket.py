@@ -141,6 +141,7 @@ def test_the_cli_trains_is_killed_resumes_and_predicts_in_a_bucket(bucket, utk_d
     process.send_signal(signal.SIGKILL)  # the VM is gone: no handler runs
     process.communicate()
     complete = _steps_in(checkpoints)
+    print(f"after SIGKILL: {checkpoints} holds {files.listdir(checkpoints)}; complete: {complete}")
     assert complete and complete[-1] >= 2, files.listdir(checkpoints)
     assert files.exists(workdir_lib.Workdir(workdir).config)
 
@@ -153,6 +154,8 @@ def test_the_cli_trains_is_killed_resumes_and_predicts_in_a_bucket(bucket, utk_d
     assert process.returncode == 0, output[-3000:]
     assert f"Training from step {resume_at} to {resume_at + 2}" in output
     assert _steps_in(checkpoints)[-1] == resume_at + 2
+    print(f"after resuming: {checkpoints} holds {files.listdir(checkpoints)}; "
+          f"{workdir} holds {files.listdir(workdir)}")
 
     # Predict from the bucket's checkpoint into the bucket.
     faces = tmp_path / "faces"
@@ -163,6 +166,7 @@ def test_the_cli_trains_is_killed_resumes_and_predicts_in_a_bucket(bucket, utk_d
     assert main_in_process("--mode=predict", f"--workdir={workdir}", f"--input={faces}",
                            f"--output_dir={out}", "--aligned", "--target_groups=0,5") == 0
     written = sorted(files.listdir(out))
+    print(f"predict wrote {out}: {written}")
     stems = sorted(os.path.splitext(n)[0] for n in os.listdir(faces))
     for stem in stems:  # two aged faces and their grid per input, each a decodable image
         mine = [n for n in written if n.startswith(stem + "_")]
