@@ -1,7 +1,7 @@
 """SynthFaces: the embedded procedural dataset.
 
 The dataset is rendered into ``config.data.manual_dir`` on first use. Six age groups
-spanning 1-100 years; 32x32 images and a narrow model at ~2.5 steps/s on 2 CPU cores.
+spanning 1-100 years; 32x32 images and a narrow model at ~1.4 steps/s on 2 CPU cores.
 
 - ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (within 15
   minutes on 2 cores with rendering and the held-out grid): a first look.
@@ -46,7 +46,7 @@ def get_config(arg: str = ""):
     c.loss.update(dict(age=3.0, age_generator=1.0, age_guide=1.0, cycle=5.0, reconstruction=2.0,
                        preserve=1.0, r1_gamma=0.1, r1_every=8))
     c.optim.update(dict(g_learning_rate=3e-4, d_learning_rate=3e-4, ema_decay=0.995))
-    c.age_guide.steps = 600  # the quick start's budget (the guide's loss levels off from ~600)
+    c.age_guide.steps = 600  # fits the quick start in 15 minutes (:full trains it 1,500 steps)
     c.train.update(dict(batch_size=16, steps=900, log_every=100, sample_every=300,
                         checkpoint_every=300))
     c.eval.fresh_identities = 200  # x 6 source ages; none of them in any dataset
