@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.share_generators = False
     c.model.residual_output = False  # decoder outputs a change to the input (see models.Generator)
     c.model.spatial_age = False  # age code also joins the bottleneck at every position (models.SpatialAge)
+    c.model.output_mask = False  # a learned per-pixel gate between the input and the change (models.Generator)
     c.model.disc_head = "pool"  # 'pool' (global average) or 'flatten' (+ minibatch stddev; sees layout)
 
     c.loss = ml_collections.ConfigDict()
@@ -50,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.identity = 1.0
     c.loss.reconstruction = 10.0  # L1 of G(x, source group) to x; 0 skips that pass
     c.loss.preserve = 0.0  # L1 of G(x, target group) to x: change only what age needs
+    c.loss.gate = 0.0  # mean opening of the output gate (model.output_mask): open it only where needed
     # G's cross entropy of a frozen age-group classifier (faceaging/age_guide.py) on its fakes;
     # 0 leaves it out. Trained before the GAN (config.age_guide) when the workdir has none.
     c.loss.age_guide = 0.0

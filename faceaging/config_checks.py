@@ -97,9 +97,13 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
         found += geometry_problems(config.image_size, model)
 
     for field, value in _fields(config, "loss", ("adversarial", "age", "cycle", "identity",
-                                                 "reconstruction", "preserve", "r1_gamma")):
+                                                 "reconstruction", "preserve", "gate",
+                                                 "r1_gamma")):
         check(field, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
     check("loss.r1_every", config.loss.r1_every, _positive_int, positive)
+    if not model.output_mask:
+        check("loss.gate", config.loss.gate, lambda v: v == 0,
+              "0 without an output gate (set config.model.output_mask=True)")
 
     for field, value in _fields(config, "optim", ("g_learning_rate", "d_learning_rate")):
         check(field, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")

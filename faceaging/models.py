@@ -204,7 +204,9 @@ class Decoder(nnx.Module):
         self.out_norm = ConditionalNorm(out_chans[-1], cfg.style_dim, rngs=rngs)
         # A residual generator starts as the identity map: its change starts at zero.
         rgb_init = nnx.initializers.zeros if cfg.residual_output else nnx.initializers.lecun_normal()
-        self.to_rgb = Conv(out_chans[-1], 3, (k, k), kernel_init=rgb_init, dtype=dtype, rngs=rngs)
+        # With ``output_mask`` a fourth channel: the logit of the gate (models.Generator).
+        self.to_rgb = Conv(out_chans[-1], 4 if cfg.output_mask else 3, (k, k), kernel_init=rgb_init,
+                           dtype=dtype, rngs=rngs)
 
     def __call__(self, identity, style):
         h = identity
@@ -219,6 +221,12 @@ class Generator(nnx.Module):
     With ``residual_output`` the decoder's output is a change added to the input in pre-tanh
     space, ``tanh(atanh(x) + delta)``: the encoder-decoder only has to produce what aging
     changes, which trains much faster on small budgets.
+
+    With ``output_mask`` the decoder also outputs a per-pixel gate ``m`` in (0, 1) and the result
+    is ``x + m * (g - x)`` for its image ``g``: where the gate closes (background, anything age
+    does not touch) the input comes through exactly, instead of through a change that must be
+    learnt to be zero everywhere (GANimation-style attention). ``preserve`` charges for what the
+    gate lets through, and ``loss.gate`` for how far the gate is open on average.
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
@@ -229,6 +237,7 @@ class Generator(nnx.Module):
                                        dtype=dtype, rngs=rngs) if cfg.spatial_age else None)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
         self.residual_output = cfg.residual_output
+        self.output_mask = cfg.output_mask
 
     def __call__(self, images, age_code):
         """Returns (aged images in float32 in [-1, 1], identity features of the input)."""
@@ -241,13 +250,24 @@ class Generator(nnx.Module):
 
     def decode(self, images, identity, age_code):
         """``images`` (whose ``identity`` features were encoded) aged to ``age_code``."""
+        return self.decode_gated(images, identity, age_code)[0]
+
+    def decode_gated(self, images, identity, age_code):
+        """(``decode``'s aged images, their (N, H, W, 1) gate in (0, 1), or None without
+        ``output_mask``)."""
         style = self.modulator(identity, age_code)
         if self.spatial_age is not None:
             identity = self.spatial_age(identity, age_code)
         out = self.decoder(identity, style)
+        if self.output_mask:
+            out, gate_logit = out[..., :3], out[..., 3:]
         if self.residual_output:
             out = out + jnp.arctanh(jnp.clip(images.astype(jnp.float32), -RESIDUAL_CLIP, RESIDUAL_CLIP))
-        return jnp.tanh(out)
+        out = jnp.tanh(out)
+        if not self.output_mask:
+            return out, None
+        x, gate = images.astype(jnp.float32), jax.nn.sigmoid(gate_logit)
+        return x + gate * (out - x), gate
 
 
 def minibatch_stddev(h, group: int = 4):

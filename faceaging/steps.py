@@ -46,6 +46,7 @@ class LossWeights:
     identity: float = 1.0
     reconstruction: float = 10.0
     preserve: float = 0.0
+    gate: float = 0.0
     age_guide: float = 0.0
     r1_gamma: float = 10.0
     r1_every: int = 16
@@ -59,6 +60,7 @@ class AgingOutputs(NamedTuple):
     fake: jax.Array  # G(x, target), float32 in [-1, 1]
     identity: jax.Array  # the encoder's features of x
     reconstructed: jax.Array | None  # G(x, source), when the reconstruction term is on
+    gate: jax.Array | None = None  # the fake's output gate in (0, 1), with model.output_mask
 
 
 Generate = Callable  # (params, images, age_code) -> (aged float32 images, identity features)
@@ -94,7 +96,9 @@ def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
     Adversarial and age terms from D on the fakes (their target group), L1 cycle through the
     restoring generator back to the source group, L1 between the identity features of the input
     and of the fake, and optionally L1 reconstruction G(x, source) ~ x, preservation
-    G(x, target) ~ x and the frozen age ``guide``'s cross entropy for the target group.
+    G(x, target) ~ x, the mean opening of the fake's output gate (``model.output_mask``: a
+    GANimation-style sparsity term) and the frozen age ``guide``'s cross entropy for the target
+    group.
     """
     fake = outputs.fake
     cycled, identity_fake = generate(restoring, fake.astype(real.dtype), source_code)
@@ -106,6 +110,8 @@ def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
              "g/identity": (w.identity, losses.l1(outputs.identity, identity_fake))}
     if w.preserve:
         terms["g/preserve"] = (w.preserve, losses.l1(fake, real))
+    if outputs.gate is not None:  # logged as the gate's mean opening even at weight 0
+        terms["g/gate"] = (w.gate, jnp.mean(outputs.gate))
     if outputs.reconstructed is not None:
         terms["g/reconstruction"] = (w.reconstruction, losses.l1(outputs.reconstructed, real))
     extra = {}
@@ -130,11 +136,13 @@ def aging_pass(generator: nnx.GraphDef, params, real, target_code, source_code) 
     model = nnx.merge(generator, params)
     identity = model.encode(real)
     if source_code is None:
-        return AgingOutputs(model.decode(real, identity, target_code), identity, None)
+        fake, gate = model.decode_gated(real, identity, target_code)
+        return AgingOutputs(fake, identity, None, gate)
     n = real.shape[0]
-    both = model.decode(jnp.concatenate([real, real]), jnp.concatenate([identity, identity]),
-                        jnp.concatenate([target_code, source_code]))
-    return AgingOutputs(both[:n], identity, both[n:])
+    both, gate = model.decode_gated(jnp.concatenate([real, real]),
+                                    jnp.concatenate([identity, identity]),
+                                    jnp.concatenate([target_code, source_code]))
+    return AgingOutputs(both[:n], identity, both[n:], None if gate is None else gate[:n])
 
 
 def _select(pred, new, old):

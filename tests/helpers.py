@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,17 @@ MALFORMED_NAMES = ("61_1_20170109150557335.jpg.chip.jpg",  # race missing (as in
                    "abc_0_1_20170109150557335.jpg.chip.jpg",
                    "200_0_1_20170109150557336.jpg.chip.jpg",  # age out of range
                    "30_5_1_20170109150557337.jpg.chip.jpg")  # gender out of range
+
+
+def subprocess_env(devices: int, **extra) -> dict:
+    """The environment of a CLI subprocess on ``devices`` simulated CPU devices: this session's
+    XLA flags (conftest.py) with that device count, and no persistent compile cache (executables
+    with cross-device collectives loaded from it deadlock on simulated CPU devices)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "", env.get("XLA_FLAGS", ""))
+    env.update(JAX_PLATFORMS="cpu", **extra,
+               XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip())
+    return env
 
 
 def write_utkface_folder(folder, count: int, seed: int = 0, malformed: bool = True) -> list:
@@ -98,8 +110,7 @@ def read_scalars(logdir) -> dict:
 def start_cli(dirs, workdir, cache, *flags):
     """``python -m faceaging.main`` on ``configs/utk.py:tiny`` and the data ``dirs``, in a
     subprocess on one CPU device, training (by default) for ever with a loss line every step."""
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = subprocess_env(1)
     return subprocess.Popen(
         [sys.executable, "-m", "faceaging.main", "--config=configs/utk.py:tiny",
          f"--workdir={workdir}", f"--compilation_cache={cache}",

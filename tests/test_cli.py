@@ -1,16 +1,14 @@
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, subprocess_env
 
 
 def run_main(*flags, timeout=600):
     """Runs the CLI in a fresh process on 8 simulated CPU devices, without the persistent
     compile cache: executables with cross-device collectives loaded from that cache deadlock
     on simulated CPU devices (XLA:CPU rendezvous timeout)."""
-    env = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = subprocess_env(8)
     return subprocess.run([sys.executable, "-m", "faceaging.main", "--compilation_cache=", *flags], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -66,7 +66,9 @@ def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weigh
     traits = json.loads(capsys.readouterr().out)
     assert set(traits) == {f"trait_accuracy_{t}" for t in trait_classifier.TRAITS} | {"landmark_error_pixels"}
 
-    assert main_in_process("--mode=eval", *cli_config, f"--config.eval.weights_dir={config.eval.weights_dir}") == 0
+    # Without weights (the evaluators that need none, beside the two that are skipped).
+    assert main_in_process("--mode=eval", *cli_config, f"--config.eval.weights_dir={config.eval.weights_dir}",
+                           "--config.eval.evaluators=age,cycle,identity,fid_kid") == 0
     printed = capsys.readouterr().out
     assert printed.rstrip().endswith(f"Report: {os.path.join(workdir, 'eval', '4.md')}")
     without_weights = json.load(open(os.path.join(workdir, "eval", "4.json")))
@@ -85,6 +87,7 @@ def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weigh
         evaluate.evaluate(workdir, only_cycle)
 
     missing = config.eval.copy_and_resolve_references()
+    missing.evaluators = "fid_kid"
     missing.fid_weights = str(tmp_path / "typo.npz")  # named explicitly: an error, not a skip
     with pytest.raises(WeightsError, match="typo.npz"):
         evaluate.evaluate(workdir, missing)

@@ -26,7 +26,7 @@ from faceaging import checkpointing, config as config_lib, input_pipeline, run a
 from faceaging import stopping, train, workdir_lock
 from faceaging.datasets import utkface
 from faceaging.workdir import Workdir
-from helpers import ROOT, main_in_process, start_cli, wait_for_line, write_utkface_folder
+from helpers import ROOT, main_in_process, start_cli, subprocess_env, wait_for_line, write_utkface_folder
 
 NUM_IMAGES = 24
 
@@ -235,9 +235,7 @@ def test_a_full_disk_fails_the_save_in_one_line_and_keeps_the_previous_checkpoin
                             f"mount -t tmpfs -o size=1m tmpfs {workdir}"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs in a user namespace: {probe.stderr.decode()[:200]}")
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               WORKDIR=str(workdir), REPORT=str(report), PYTHON=sys.executable)
+    env = subprocess_env(1, WORKDIR=str(workdir), REPORT=str(report), PYTHON=sys.executable)
     result = subprocess.run(
         ["unshare", "-r", "-m", "sh", "-c", FULL_DISK_SCRIPT.format(size="6m"), "sh",
          "--config=configs/utk.py:tiny", f"--workdir={workdir}",
@@ -378,11 +376,12 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         f"--config.data.manual_dir={fault_dirs[0]}", f"--config.data.data_dir={data_dir}",
         "--config.train.batch_size=0", "--config.train.keep_checkpoints=0",
         "--config.train.checkpoint_every=0", "--config.image_size=30",
-        "--config.mesh.num_devices=99")
+        "--config.mesh.num_devices=99", "--config.loss.gate=0.1")
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert code == 1
     assert errors == [
         "error: config.image_size=30: expected a multiple of 4 (the product of model.encoder_factors)",
+        "error: config.loss.gate=0.1: expected 0 without an output gate (set config.model.output_mask=True)",
         "error: config.train.batch_size=0: expected a positive integer",
         "error: config.train.checkpoint_every=0: expected a positive integer",
         "error: config.train.keep_checkpoints=0: expected a positive integer",

@@ -88,13 +88,40 @@ def test_residual_generator_starts_as_identity_map():
     assert float(jnp.abs(out - x).max()) < 1e-4
 
 
-def test_spatial_age_starts_as_identity_and_then_depends_on_the_age():
+def residual_generator(**model):
+    """(the tiny residual aging generator with ``model`` options over 4 groups, 2 images, their
+    target codes)."""
     config = config_lib.tiny(config_lib.base_config())
-    config.model.residual_output, config.model.spatial_age = True, True
+    config.model.update(dict(residual_output=True, **model))
     generators, _ = models.build_models(config, 4, nnx.Rngs(0))
-    aging = generators["aging"]
     x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-0.99, maxval=0.99)
-    codes = jax.nn.one_hot(jnp.array([0, 3]), 4)
+    return generators["aging"], x, jax.nn.one_hot(jnp.array([0, 3]), 4)
+
+
+def test_output_mask_passes_the_input_where_closed_and_the_change_where_open():
+    aging, x, codes = residual_generator(output_mask=True)
+    assert float(jnp.abs(aging(x, codes)[0] - x).max()) < 1e-4  # starts as the identity map
+    to_rgb = aging.decoder.to_rgb
+    to_rgb.kernel[...] = jax.random.normal(jax.random.key(1), to_rgb.kernel.shape) * 0.3
+    bias = to_rgb.bias[...]
+
+    def aged_with_gate(logit):
+        to_rgb.bias[...] = bias.at[3].set(logit)
+        return aging(x, codes)[0]
+
+    opened, closed, half = aged_with_gate(40.0), aged_with_gate(-40.0), aged_with_gate(0.0)
+    assert float(jnp.abs(opened - x).mean()) > 0.05  # the change comes through an open gate
+    assert float(jnp.abs(closed - x).max()) < 1e-6  # and none of it through a closed one
+    # open: the residual image; in between: that fraction of the way from the input to it.
+    delta = aging.decoder(aging.encode(x), aging.modulator(aging.encode(x), codes))[..., :3]
+    residual = jnp.tanh(delta + jnp.arctanh(jnp.clip(x, -models.RESIDUAL_CLIP, models.RESIDUAL_CLIP)))
+    assert float(jnp.abs(opened - residual).max()) < 1e-5
+    gate = jax.nn.sigmoid(aging.decoder(aging.encode(x), aging.modulator(aging.encode(x), codes))[..., 3:])
+    assert float(jnp.abs(half - (x + gate * (residual - x))).max()) < 1e-5
+
+
+def test_spatial_age_starts_as_identity_and_then_depends_on_the_age():
+    aging, x, codes = residual_generator(spatial_age=True)
     out, _ = aging(x, codes)
     assert float(jnp.abs(out - x).max()) < 1e-4
     features = aging.encode(x)

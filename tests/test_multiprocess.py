@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from faceaging import checkpointing, stopping
-from helpers import ROOT, read_scalars
+from helpers import ROOT, read_scalars, subprocess_env
 
 STEPS = 6  # checkpoints at 2, 4 and 6
 LOSSES = ("g/total", "g/adv", "g/age", "g/cycle", "d/total", "d/adv_real", "d/adv_fake", "d/age")
@@ -74,9 +74,7 @@ class Run:
 def start(workdir, dirs, processes: int, *flags) -> Run:
     """The CLI on ``processes`` processes sharing 8 CPU devices (no compile cache: executables
     with cross-device collectives loaded from it deadlock on simulated CPU devices)."""
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}")
+    env = subprocess_env(8 // processes)
     command = [sys.executable, "-m", "faceaging.main", "--compilation_cache=",
                "--config=configs/utk.py:tiny", f"--workdir={workdir}",
                f"--config.data.manual_dir={dirs[0]}", f"--config.data.data_dir={dirs[1]}",

@@ -97,6 +97,27 @@ def test_g_loss_weights_each_term_and_uses_the_target_logit():
     np.testing.assert_allclose(total_own, expected + (0.25 - W.age) * m["g/age"], rtol=1e-6)
 
 
+def test_gate_term_is_the_mean_opening_of_the_fakes_gate():
+    """With an output gate, G's loss gains loss.gate x the gate's mean (logged at weight 0 too);
+    without one there is no such term."""
+    rng = np.random.default_rng(0)
+    real = jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)), jnp.float32)
+    gate = jnp.asarray(rng.uniform(0, 1, (2, 4, 4, 1)), jnp.float32)
+    generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
+    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
+    args = (None, None, generate, discriminate, real, jax.nn.one_hot(jnp.array([0, 1]), 3),
+            jnp.array([2, 0]))
+    ungated = steps.AgingOutputs(real * 0.5, real.mean(axis=(1, 2)), None)
+    gated = ungated._replace(gate=gate)
+    without, metrics = steps.g_loss(ungated, *args, steps.LossWeights(gate=0.7))
+    assert "g/gate" not in metrics
+    logged, metrics = steps.g_loss(gated, *args, steps.LossWeights(gate=0.0))
+    np.testing.assert_allclose(metrics["g/gate"], np.asarray(gate).mean(), rtol=1e-6)
+    np.testing.assert_allclose(logged, without, rtol=1e-6)
+    total, _ = steps.g_loss(gated, *args, steps.LossWeights(gate=0.7))
+    np.testing.assert_allclose(total - without, 0.7 * np.asarray(gate).mean(), rtol=1e-5)
+
+
 def test_age_guide_adds_its_cross_entropy_for_the_target_group():
     """With a frozen guide, G's loss gains loss.age_guide x the guide's cross entropy of the fakes
     for their target groups (and its accuracy is reported); make_train_step wants a guide exactly
@@ -145,11 +166,18 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
                         style_dim=8, disc_channels=(8,))
     config.loss.preserve = 1.0
+    if shared:  # and the output gate, whose opening G's loss also charges for
+        config.model.update(residual_output=True, output_mask=True)
+        config.loss.gate = 0.5
     optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
     abstract, graphs = train_state.abstract_state(config, GROUPS, optimizers)
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state = train_state.create_train_state(config, GROUPS, optimizers,
                                            train_state.state_shardings(abstract, one_device))
+    if shared:  # off the residual generator's start (the identity map: every L1 term at its kink)
+        kick = lambda path, v: (v + 0.05 * jax.random.normal(jax.random.key(1), v.shape)
+                                if "to_rgb" in jax.tree_util.keystr(path) else v)
+        state = state.replace(g_params=jax.tree_util.tree_map_with_path(kick, state.g_params))
     step = jax.jit(steps.make_train_step(config, graphs, optimizers, GROUPS, r1="never"))
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
