@@ -12,14 +12,15 @@ deadlock on simulated CPU devices).
 
 import atexit
 import os
-import re
 import shutil
 import tempfile
 
-_inherited = re.sub(r"--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", ""))
+from helpers import synth_config, with_device_count, write_utkface_folder  # imports no jax
+
+_inherited = os.environ.get("XLA_FLAGS", "")
 if "--xla_backend_optimization_level" not in _inherited:
     _inherited += " --xla_backend_optimization_level=0"
-os.environ["XLA_FLAGS"] = f"{_inherited} --xla_force_host_platform_device_count=8".strip()
+os.environ["XLA_FLAGS"] = with_device_count(_inherited, 8)
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 COMPILE_CACHE = tempfile.mkdtemp(prefix="faceaging-test-jax-")
@@ -30,7 +31,6 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from faceaging import config as config_lib, datasets  # noqa: E402
-from helpers import synth_config, write_utkface_folder  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

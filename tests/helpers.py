@@ -19,14 +19,19 @@ MALFORMED_NAMES = ("61_1_20170109150557335.jpg.chip.jpg",  # race missing (as in
                    "30_5_1_20170109150557337.jpg.chip.jpg")  # gender out of range
 
 
+def with_device_count(xla_flags: str, devices: int) -> str:
+    """``xla_flags`` with the simulated CPU device count set to ``devices`` (any other dropped)."""
+    kept = re.sub(r"--xla_force_host_platform_device_count=\S*", "", xla_flags)
+    return f"{kept} --xla_force_host_platform_device_count={devices}".strip()
+
+
 def subprocess_env(devices: int, **extra) -> dict:
     """The environment of a CLI subprocess on ``devices`` simulated CPU devices: this session's
     XLA flags (conftest.py) with that device count, and no persistent compile cache (executables
     with cross-device collectives loaded from it deadlock on simulated CPU devices)."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "", env.get("XLA_FLAGS", ""))
     env.update(JAX_PLATFORMS="cpu", **extra,
-               XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip())
+               XLA_FLAGS=with_device_count(env.get("XLA_FLAGS", ""), devices))
     return env
 
 
