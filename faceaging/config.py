@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.residual_output = False  # decoder outputs a change to the input (see models.Generator)
     c.model.spatial_age = False  # age code also joins the bottleneck at every position (models.SpatialAge)
     c.model.output_mask = False  # a learned per-pixel gate between the input and the change (models.Generator)
+    c.model.gate_bias = 0.0  # the gate's initial logit: 0 starts half open, -3 nearly closed (sigmoid 0.05)
     c.model.disc_head = "pool"  # 'pool' (global average) or 'flatten' (+ minibatch stddev; sees layout)
 
     c.loss = ml_collections.ConfigDict()

@@ -101,6 +101,7 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
                                                  "r1_gamma")):
         check(field, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
     check("loss.r1_every", config.loss.r1_every, _positive_int, positive)
+    check("model.gate_bias", model.gate_bias, math.isfinite, "a finite number")
     if not model.output_mask:
         check("loss.gate", config.loss.gate, lambda v: v == 0,
               "0 without an output gate (set config.model.output_mask=True)")

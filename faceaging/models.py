@@ -207,6 +207,8 @@ class Decoder(nnx.Module):
         # With ``output_mask`` a fourth channel: the logit of the gate (models.Generator).
         self.to_rgb = Conv(out_chans[-1], 4 if cfg.output_mask else 3, (k, k), kernel_init=rgb_init,
                            dtype=dtype, rngs=rngs)
+        if cfg.output_mask:  # the gate opens from sigmoid(gate_bias) (a closed start passes the input)
+            self.to_rgb.bias[...] = self.to_rgb.bias[...].at[3].set(cfg.gate_bias)
 
     def __call__(self, identity, style):
         h = identity

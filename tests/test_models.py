@@ -120,6 +120,14 @@ def test_output_mask_passes_the_input_where_closed_and_the_change_where_open():
     assert float(jnp.abs(half - (x + gate * (residual - x))).max()) < 1e-5
 
 
+def test_gate_bias_sets_how_far_the_gate_starts_open():
+    for bias in (0.0, -3.0):
+        aging, x, codes = residual_generator(output_mask=True, gate_bias=bias)
+        _, gate = aging.decode_gated(x, aging.encode(x), codes)
+        assert gate.shape == x.shape[:3] + (1,)
+        assert float(jnp.abs(gate - jax.nn.sigmoid(bias)).max()) < 1e-6  # zero kernel: the bias
+
+
 def test_spatial_age_starts_as_identity_and_then_depends_on_the_age():
     aging, x, codes = residual_generator(spatial_age=True)
     out, _ = aging(x, codes)
