@@ -3,10 +3,11 @@
 The dataset is rendered into ``config.data.manual_dir`` on first use. Six age groups
 spanning 1-100 years; 32x32 images and a narrow model at ~1.8 steps/s on 2 CPU cores.
 
-- ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (10 minutes
-  on 2 cores with rendering and the held-out grid): a first look.
+- ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (10-14
+  minutes on 2 cores with rendering and the held-out grid): a first look.
 - ``configs/synthfaces.py:full``: the quality benchmark's budget, 4,500 steps after a 1,500-step
-  guide: 40-60 minutes on 2 cores (not yet run).
+  guide: 40-60 minutes alone on 2 cores at 1.2-1.9 steps/s (run so far only beside other runs
+  and with the gate's previous settings; benchmarks/RESULTS.md).
 - ``configs/synthfaces.py:tiny``: tests and smoke runs.
 """
 
