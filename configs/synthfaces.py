@@ -6,8 +6,8 @@ spanning 1-100 years; 32x32 images and a narrow model at ~1.8 steps/s on 2 CPU c
 - ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (10-14
   minutes on 2 cores with rendering and the held-out grid): a first look.
 - ``configs/synthfaces.py:full``: the quality benchmark's budget, 4,500 steps after a 1,500-step
-  guide: 40-60 minutes alone on 2 cores at 1.2-1.9 steps/s (run so far only beside other runs
-  and with the gate's previous settings; benchmarks/RESULTS.md).
+  guide: 43.6 minutes alone on 2 cores (rendering, guide and 4,500 steps at ~1.7 steps/s;
+  three training seeds in benchmarks/RESULTS.md).
 - ``configs/synthfaces.py:tiny``: tests and smoke runs.
 """
 
