@@ -184,7 +184,7 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     """
     config = config_lib.tiny(config_lib.base_config())
     config.model.share_generators = shared
-    # Every part of the model, at its smallest (compiling the two programs dominates the test).
+    # Every part of the model, at its smallest (running op by op dominates the test).
     config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
                         style_dim=8, disc_channels=(8,))
     config.loss.preserve = 1.0
@@ -223,9 +223,9 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     assert int(new.nonfinite_steps) == 0
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.d_params),
                                                         jax.tree.leaves(new.d_params)))
-    applied = new.g_opt_state
-    assert set(applied) == ({"aging"} if shared else {"aging", "restoring"})
-    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(applied),
+    step_grads = new.g_opt_state
+    assert set(step_grads) == ({"aging"} if shared else {"aging", "restoring"})
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(step_grads),
                                  jax.tree.leaves(expected)):
         name = jax.tree_util.keystr(path)
         if not ("['bias']" in name and ("conv" in name or "stem" in name)):  # instance norm follows
