@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.residual_output = False  # decoder outputs a change to the input (see models.Generator)
     c.model.spatial_age = False  # age code also joins the bottleneck at every position (models.SpatialAge)
     c.model.output_mask = False  # a learned per-pixel gate between the input and the change (models.Generator)
+    # Largest shift of a learned smooth warp of the input (models.WarpHead), as a fraction of
+    # the image's side; 0: no warp. Needs residual_output or output_mask (the warp moves the input).
+    c.model.warp_max_shift = 0.0
     c.model.gate_bias = 0.0  # the gate's initial logit: 0 starts half open, -3 nearly closed (sigmoid 0.05)
     c.model.disc_head = "pool"  # 'pool' (global average) or 'flatten' (+ minibatch stddev; sees layout)
 
@@ -50,6 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.age_generator = -1.0  # G's weight on D's age classifier for its fakes; < 0: loss.age
     c.loss.cycle = 10.0
     c.loss.identity = 1.0
+    # Which encoder reads the fake for the identity term: 'restoring' (the cycle pass's encoder,
+    # compared with the aging encoder's features of the input) or 'aging' (the same encoder on
+    # both sides). 'cosine' compares feature directions per position (a shrinking scale cannot
+    # lower it); 'l1' the raw features.
+    c.loss.identity_encoder = "restoring"
+    c.loss.identity_distance = "l1"
     c.loss.reconstruction = 10.0  # L1 of G(x, source group) to x; 0 skips that pass
     c.loss.preserve = 0.0  # L1 of G(x, target group) to x: change only what age needs
     c.loss.gate = 0.0  # mean opening of the output gate (model.output_mask): open it only where needed

@@ -20,6 +20,8 @@ from faceaging import config as config_lib, schedules
 DTYPES = ("float32", "bfloat16", "float16")
 DATASETS = ("utk_face", "synth_faces")
 TARGET_SAMPLING = ("uniform", "frequency")
+IDENTITY_ENCODERS = ("restoring", "aging")  # loss.identity_encoder (faceaging.steps.g_loss)
+IDENTITY_DISTANCES = ("l1", "cosine")  # loss.identity_distance
 
 # Fields whose change makes a checkpoint unusable: parameter shapes or what each group means.
 INCOMPATIBLE = ("image_size", "model.", "data.name", "data.schedule")
@@ -101,7 +103,16 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
                                                  "r1_gamma")):
         check(field, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
     check("loss.r1_every", config.loss.r1_every, _positive_int, positive)
+    check("loss.identity_encoder", config.loss.identity_encoder,
+          lambda v: v in IDENTITY_ENCODERS, f"one of {', '.join(IDENTITY_ENCODERS)}")
+    check("loss.identity_distance", config.loss.identity_distance,
+          lambda v: v in IDENTITY_DISTANCES, f"one of {', '.join(IDENTITY_DISTANCES)}")
     check("model.gate_bias", model.gate_bias, math.isfinite, "a finite number")
+    check("model.warp_max_shift", model.warp_max_shift, lambda v: 0 <= v < 1,
+          "a fraction of the image side in [0, 1) (0: no warp)")
+    if not (model.residual_output or model.output_mask):  # the output would not use the input
+        check("model.warp_max_shift", model.warp_max_shift, lambda v: v == 0,
+              "0 unless config.model.residual_output or config.model.output_mask is on")
     if not model.output_mask:
         check("loss.gate", config.loss.gate, lambda v: v == 0,
               "0 without an output gate (set config.model.output_mask=True)")

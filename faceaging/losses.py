@@ -36,3 +36,11 @@ def r1_penalty(disc_fn, images, groups):
     """R1: squared norm of the gradient of the real images' own-group logits w.r.t. the images."""
     grad = jax.grad(lambda x: pick(disc_fn(x)[0], groups).sum())(images)
     return jnp.sum(jnp.square(grad.astype(jnp.float32)), axis=(1, 2, 3)).mean()
+
+
+def cosine_distance(a, b, eps: float = 1e-12):
+    """1 - cosine similarity of the feature vectors (last axis) at each position, averaged: the
+    distance between two feature maps' directions, blind to their scale."""
+    unit = lambda x: x * jax.lax.rsqrt(jnp.square(x).sum(-1, keepdims=True) + eps)
+    a, b = unit(a.astype(jnp.float32)), unit(b.astype(jnp.float32))
+    return (1.0 - (a * b).sum(-1)).mean()

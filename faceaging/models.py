@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 from flax import nnx
 import jax
@@ -167,6 +168,14 @@ class AgeModulator(nnx.Module):
         return self.fc2(_act(self.fc1(pooled)))
 
 
+def with_age_map(features, age_code):
+    """``features`` (N, H, W, C) with the age code appended at every position."""
+    b, h, w, _ = features.shape
+    age_map = jnp.broadcast_to(age_code[:, None, None, :].astype(features.dtype),
+                               (b, h, w, age_code.shape[-1]))
+    return jnp.concatenate([features, age_map], axis=-1)
+
+
 class SpatialAge(nnx.Module):
     """Age at every position of the bottleneck: ``identity + conv3x3([identity, age map])``.
 
@@ -180,10 +189,54 @@ class SpatialAge(nnx.Module):
                          kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
 
     def __call__(self, identity, age_code):
-        b, h, w, _ = identity.shape
-        age_map = jnp.broadcast_to(age_code[:, None, None, :].astype(identity.dtype),
-                                   (b, h, w, age_code.shape[-1]))
-        return identity + self.conv(jnp.concatenate([identity, age_map], axis=-1))
+        return identity + self.conv(with_age_map(identity, age_code))
+
+
+def warp(images, flow):
+    """``images`` resampled at each pixel plus ``flow`` (N, H, W, 2: rows, columns, in pixels),
+    bilinearly, reading the nearest edge pixel beyond the border; differentiable in both."""
+    n, h, w, c = images.shape
+    rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                              indexing="ij")
+    y = jnp.clip(rows + flow[..., 0], 0, h - 1)
+    x = jnp.clip(cols + flow[..., 1], 0, w - 1)
+    y0, x0 = jnp.floor(y), jnp.floor(x)
+    wy, wx = (y - y0)[..., None], (x - x0)[..., None]
+    y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+    y1, x1 = jnp.minimum(y0 + 1, h - 1), jnp.minimum(x0 + 1, w - 1)
+    flat = images.astype(jnp.float32).reshape(n, h * w, c)
+    at = lambda yi, xi: jnp.take_along_axis(flat, (yi * w + xi).reshape(n, h * w, 1), axis=1
+                                            ).reshape(n, h, w, c)
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+class WarpHead(nnx.Module):
+    """(bottleneck features, age code) -> a smooth flow field at the image's size, in pixels.
+
+    A convolution over the features and the age map gives a flow at the bottleneck's resolution,
+    bounded by ``max_shift`` of the image's side (tanh), upsampled bilinearly: each bottleneck position moves
+    a whole patch, so parts (an eye line, a chin) move together instead of being repainted. The
+    convolution starts at zero, so the warp starts as the identity.
+    """
+
+    def __init__(self, channels: int, num_groups: int, kernel_size: int, max_shift: float, *,
+                 dtype, rngs: nnx.Rngs):
+        self.conv = Conv(channels + num_groups, 2, (kernel_size, kernel_size),
+                         kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
+        self.max_shift = max_shift
+
+    def __call__(self, features, age_code, height: int, width: int):
+        flow = jnp.tanh(self.conv(with_age_map(features, age_code)).astype(jnp.float32))
+        flow = flow * (self.max_shift * jnp.array([height, width], jnp.float32))
+        return jax.image.resize(flow, (features.shape[0], height, width, 2), method="linear")
+
+
+class Decoded(NamedTuple):
+    image: jax.Array  # the aged images, float32 in [-1, 1]
+    gate: jax.Array | None  # (N, H, W, 1) output gate in (0, 1), with model.output_mask
+    base: jax.Array  # what the change was applied to: the input, warped with model.warp_max_shift
 
 
 class Decoder(nnx.Module):
@@ -229,6 +282,11 @@ class Generator(nnx.Module):
     does not touch) the input comes through exactly, instead of through a change that must be
     learnt to be zero everywhere (GANimation-style attention). ``preserve`` charges for what the
     gate lets through, and ``loss.gate`` for how far the gate is open on average.
+
+    With ``warp_max_shift`` above 0 the input is first warped by a smooth learned flow
+    (``WarpHead``) and the change and the gate apply to the warped input: proportions (eye line,
+    chin, head size) can move without repainting the parts, and ``preserve`` compares with the
+    warped input, so moving costs nothing there and repainting does.
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
@@ -238,6 +296,9 @@ class Generator(nnx.Module):
         self.spatial_age = (SpatialAge(cfg.encoder_channels[-1], num_groups, cfg.kernel_size,
                                        dtype=dtype, rngs=rngs) if cfg.spatial_age else None)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
+        self.warp_head = (WarpHead(cfg.encoder_channels[-1], num_groups, cfg.kernel_size,
+                                   cfg.warp_max_shift, dtype=dtype, rngs=rngs)
+                          if cfg.warp_max_shift > 0 else None)
         self.residual_output = cfg.residual_output
         self.output_mask = cfg.output_mask
 
@@ -252,24 +313,26 @@ class Generator(nnx.Module):
 
     def decode(self, images, identity, age_code):
         """``images`` (whose ``identity`` features were encoded) aged to ``age_code``."""
-        return self.decode_gated(images, identity, age_code)[0]
+        return self.decode_parts(images, identity, age_code).image
 
-    def decode_gated(self, images, identity, age_code):
-        """(``decode``'s aged images, their (N, H, W, 1) gate in (0, 1), or None without
-        ``output_mask``)."""
+    def decode_parts(self, images, identity, age_code) -> Decoded:
+        """``decode``'s aged images with their gate and the (warped) input they changed."""
         style = self.modulator(identity, age_code)
         if self.spatial_age is not None:
             identity = self.spatial_age(identity, age_code)
+        x = images.astype(jnp.float32)
+        if self.warp_head is not None:
+            x = warp(x, self.warp_head(identity, age_code, *images.shape[1:3]))
         out = self.decoder(identity, style)
         if self.output_mask:
             out, gate_logit = out[..., :3], out[..., 3:]
         if self.residual_output:
-            out = out + jnp.arctanh(jnp.clip(images.astype(jnp.float32), -RESIDUAL_CLIP, RESIDUAL_CLIP))
+            out = out + jnp.arctanh(jnp.clip(x, -RESIDUAL_CLIP, RESIDUAL_CLIP))
         out = jnp.tanh(out)
         if not self.output_mask:
-            return out, None
-        x, gate = images.astype(jnp.float32), jax.nn.sigmoid(gate_logit)
-        return x + gate * (out - x), gate
+            return Decoded(out, None, x)
+        gate = jax.nn.sigmoid(gate_logit)
+        return Decoded(x + gate * (out - x), gate, x)
 
 
 def minibatch_stddev(h, group: int = 4):

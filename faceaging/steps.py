@@ -9,7 +9,8 @@ One step, read top to bottom in ``make_train_step``:
    the lazy R1 penalty is added, scaled by ``r1_every`` (StyleGAN2's lazy regularisation).
 3. Generator update: ``G_loss`` is a function of the aging pass's outputs, the restoring
    generator and the *updated* discriminator; its gradient w.r.t. those outputs is pulled back
-   through step 1's vjp, and added to the restoring pass's gradient when weights are shared.
+   through step 1's vjp, and added to the loss's direct gradient (the restoring pass; the aging
+   generator's too when weights are shared or the identity term re-encodes the fake with it).
 4. EMA of the generator weights; an update whose losses, gradients or new parameters are not
    finite is skipped (and counted; the training loop stops on a streak of them).
 
@@ -50,6 +51,8 @@ class LossWeights:
     age_guide: float = 0.0
     r1_gamma: float = 10.0
     r1_every: int = 16
+    identity_encoder: str = "restoring"  # config_checks.IDENTITY_ENCODERS
+    identity_distance: str = "l1"  # config_checks.IDENTITY_DISTANCES
 
     @classmethod
     def from_config(cls, loss: ml_collections.ConfigDict) -> "LossWeights":
@@ -61,9 +64,11 @@ class AgingOutputs(NamedTuple):
     identity: jax.Array  # the encoder's features of x
     reconstructed: jax.Array | None  # G(x, source), when the reconstruction term is on
     gate: jax.Array | None = None  # the fake's output gate in (0, 1), with model.output_mask
+    base: jax.Array | None = None  # the input the fake's change applied to (warped: model.warp)
 
 
 Generate = Callable  # (params, images, age_code) -> (aged float32 images, identity features)
+Encode = Callable  # (params, images) -> identity features
 Discriminate = Callable  # (params, images) -> (per-group adversarial logits, age logits)
 Classify = Callable  # (images) -> age-group logits: the frozen age guide
 
@@ -88,28 +93,36 @@ def r1_loss(d_params, discriminate: Discriminate, real, source, w: LossWeights):
     return 0.5 * w.r1_gamma * w.r1_every * r1, r1
 
 
-def g_loss(outputs: AgingOutputs, restoring, d_params, generate: Generate,
+def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
            discriminate: Discriminate, real, source_code, target, w: LossWeights,
-           guide: Classify | None = None):
+           guide: Classify | None = None, encode: Encode | None = None):
     """The generator's loss given the aging pass's ``outputs``. -> (total, metrics).
 
-    Adversarial and age terms from D on the fakes (their target group), L1 cycle through the
-    restoring generator back to the source group, L1 between the identity features of the input
-    and of the fake, and optionally L1 reconstruction G(x, source) ~ x, preservation
-    G(x, target) ~ x, the mean opening of the fake's output gate (``model.output_mask``: a
-    GANimation-style sparsity term) and the frozen age ``guide``'s cross entropy for the target
-    group.
+    ``g_params``: the generators' parameters ({'aging'[, 'restoring']}, as in ``TrainState``); the
+    aging pass's own dependence on them is in ``outputs`` (``make_train_step`` pulls that part
+    back separately). Adversarial and age terms from D on the fakes (their target group), L1 cycle
+    through the restoring generator back to the source group, the identity term between the
+    input's features (aging encoder) and the fake's (``w.identity_encoder``: the restoring
+    generator's encoder, from the cycle pass, or the aging encoder again through ``encode``;
+    ``w.identity_distance``: L1 or cosine), and optionally L1 reconstruction G(x, source) ~ x,
+    preservation G(x, target) ~ x, the mean opening of the fake's output gate
+    (``model.output_mask``: a GANimation-style sparsity term) and the frozen age ``guide``'s
+    cross entropy for the target group.
     """
-    fake = outputs.fake
-    cycled, identity_fake = generate(restoring, fake.astype(real.dtype), source_code)
-    adv, cls = discriminate(d_params, fake.astype(real.dtype))
+    fake = outputs.fake.astype(real.dtype)
+    cycled, identity_fake = generate(restoring_params(g_params), fake, source_code)
+    if w.identity_encoder == "aging" and "restoring" in g_params:  # shared: the same encoder
+        identity_fake = encode(g_params["aging"], fake)
+    distance = losses.cosine_distance if w.identity_distance == "cosine" else losses.l1
+    adv, cls = discriminate(d_params, fake)
     terms = {"g/adv": (w.adversarial, losses.adversarial_real(adv, target)),
              "g/age": (w.age if w.age_generator < 0 else w.age_generator,
                        losses.classification(cls, target)),
              "g/cycle": (w.cycle, losses.l1(cycled, real)),
-             "g/identity": (w.identity, losses.l1(outputs.identity, identity_fake))}
-    if w.preserve:
-        terms["g/preserve"] = (w.preserve, losses.l1(fake, real))
+             "g/identity": (w.identity, distance(outputs.identity, identity_fake))}
+    if w.preserve:  # against the warped input with a warp: moving parts costs nothing here
+        base = real if outputs.base is None else outputs.base
+        terms["g/preserve"] = (w.preserve, losses.l1(fake, base))
     if outputs.gate is not None:  # logged as the gate's mean opening even at weight 0
         terms["g/gate"] = (w.gate, jnp.mean(outputs.gate))
     if outputs.reconstructed is not None:
@@ -136,13 +149,13 @@ def aging_pass(generator: nnx.GraphDef, params, real, target_code, source_code) 
     model = nnx.merge(generator, params)
     identity = model.encode(real)
     if source_code is None:
-        fake, gate = model.decode_gated(real, identity, target_code)
-        return AgingOutputs(fake, identity, None, gate)
+        fake, gate, base = model.decode_parts(real, identity, target_code)
+        return AgingOutputs(fake, identity, None, gate, base)
     n = real.shape[0]
-    both, gate = model.decode_gated(jnp.concatenate([real, real]),
-                                    jnp.concatenate([identity, identity]),
-                                    jnp.concatenate([target_code, source_code]))
-    return AgingOutputs(both[:n], identity, both[n:], None if gate is None else gate[:n])
+    both, gate, base = model.decode_parts(jnp.concatenate([real, real]),
+                                          jnp.concatenate([identity, identity]),
+                                          jnp.concatenate([target_code, source_code]))
+    return AgingOutputs(both[:n], identity, both[n:], None if gate is None else gate[:n], base[:n])
 
 
 def _select(pred, new, old):
@@ -166,10 +179,12 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                          "it is above 0 (faceaging.age_guide.load_or_train)")
     classify = None if guide is None else (lambda images: nnx.merge(guide[0], guide[1])(images))
     dtype = jnp.dtype(config.dtype)
-    shared = config.model.share_generators
 
     def generate(params, images, age_code):
         return nnx.merge(graphs.generator, params)(images, age_code)
+
+    def encode(params, images):
+        return nnx.merge(graphs.generator, params).encode(images)
 
     def discriminate(params, images):
         return nnx.merge(graphs.discriminator, params)(images)
@@ -205,17 +220,15 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                                                                  state.d_params)
         d_params = optax.apply_updates(state.d_params, d_updates)
 
-        # 3. Generator update against the updated discriminator.
-        restoring = restoring_params(state.g_params)
-        (g_total, g_metrics), (d_outputs, restoring_grads) = jax.value_and_grad(
+        # 3. Generator update against the updated discriminator: the loss's gradient through
+        #    the aging pass's outputs, pulled back, plus its direct gradient (the restoring pass,
+        #    and with shared weights or identity_encoder='aging' the aging generator's own).
+        (g_total, g_metrics), (d_outputs, direct_grads) = jax.value_and_grad(
             g_loss, argnums=(0, 1), has_aux=True)(
-            outputs, restoring, d_params, generate, discriminate, real, source_code, target, w,
-            classify)
+            outputs, state.g_params, d_params, generate, discriminate, real, source_code, target,
+            w, classify, encode)
         (aging_grads,) = pull_back(d_outputs)
-        if shared:
-            g_grads = {"aging": jax.tree.map(jnp.add, aging_grads, restoring_grads)}
-        else:
-            g_grads = {"aging": aging_grads, "restoring": restoring_grads}
+        g_grads = {**direct_grads, "aging": jax.tree.map(jnp.add, aging_grads, direct_grads["aging"])}
         g_updates, g_opt_state = optimizers.generator.update(g_grads, state.g_opt_state,
                                                              state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)

@@ -376,12 +376,16 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         f"--config.data.manual_dir={fault_dirs[0]}", f"--config.data.data_dir={data_dir}",
         "--config.train.batch_size=0", "--config.train.keep_checkpoints=0",
         "--config.train.checkpoint_every=0", "--config.image_size=30",
-        "--config.mesh.num_devices=99", "--config.loss.gate=0.1", "--config.model.gate_bias=nan")
+        "--config.mesh.num_devices=99", "--config.loss.gate=0.1", "--config.model.gate_bias=nan",
+        "--config.loss.identity_encoder=decoder", "--config.model.warp_max_shift=0.1")
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert code == 1
     assert errors == [
         "error: config.image_size=30: expected a multiple of 4 (the product of model.encoder_factors)",
+        "error: config.loss.identity_encoder='decoder': expected one of restoring, aging",
         "error: config.model.gate_bias=nan: expected a finite number",
+        "error: config.model.warp_max_shift=0.1: expected 0 unless config.model.residual_output "
+        "or config.model.output_mask is on",
         "error: config.loss.gate=0.1: expected 0 without an output gate (set config.model.output_mask=True)",
         "error: config.train.batch_size=0: expected a positive integer",
         "error: config.train.checkpoint_every=0: expected a positive integer",

@@ -123,9 +123,43 @@ def test_output_mask_passes_the_input_where_closed_and_the_change_where_open():
 def test_gate_bias_sets_how_far_the_gate_starts_open():
     for bias in (0.0, -3.0):
         aging, x, codes = residual_generator(output_mask=True, gate_bias=bias)
-        _, gate = aging.decode_gated(x, aging.encode(x), codes)
+        gate = aging.decode_parts(x, aging.encode(x), codes).gate
         assert gate.shape == x.shape[:3] + (1,)
         assert float(jnp.abs(gate - jax.nn.sigmoid(bias)).max()) < 1e-6  # zero kernel: the bias
+
+
+def test_warp_resamples_bilinearly_and_reads_the_edge_beyond_the_border():
+    x = jax.random.uniform(jax.random.key(0), (2, 6, 5, 3))
+    zero = jnp.zeros((2, 6, 5, 2))
+    assert float(jnp.abs(models.warp(x, zero) - x).max()) < 1e-6
+    down_one = zero.at[..., 0].set(1.0)  # every pixel reads the row below it; the last row its own
+    expected = jnp.concatenate([x[:, 1:], x[:, -1:]], axis=1)
+    assert float(jnp.abs(models.warp(x, down_one) - expected).max()) < 1e-6
+    half_right = zero.at[..., 1].set(0.5)  # halfway to the next column
+    expected = 0.5 * (x + jnp.concatenate([x[:, :, 1:], x[:, :, -1:]], axis=2))
+    assert float(jnp.abs(models.warp(x, half_right) - expected).max()) < 1e-6
+    grad = jax.grad(lambda f: models.warp(x, f).sum())(half_right)
+    assert float(jnp.abs(grad[:, :, :-1, 1]).min()) > 0  # the column flow has a gradient inside
+
+
+def test_warp_head_starts_as_identity_then_moves_the_input_within_its_bound():
+    """With the gate closed the output is the warped input: the warp moves it by a smooth field of
+    at most warp_max_shift of the side, and preserve's base is that warped input."""
+    aging, x, codes = residual_generator(output_mask=True, gate_bias=-40.0, warp_max_shift=0.1)
+    assert float(jnp.abs(aging(x, codes)[0] - x).max()) < 1e-5  # zero flow: the input
+    conv = aging.warp_head.conv
+    conv.kernel[...] = jax.random.normal(jax.random.key(1), conv.kernel.shape) * 3.0
+    identity = aging.encode(x)
+    features = aging.spatial_age(identity, codes) if aging.spatial_age is not None else identity
+    flow = aging.warp_head(features, codes, 32, 32)
+    assert flow.shape == (2, 32, 32, 2)
+    assert float(jnp.abs(flow).max()) <= 0.1 * 32 + 1e-4 and float(jnp.abs(flow).max()) > 1.0
+    parts = aging.decode_parts(x, identity, codes)
+    assert float(jnp.abs(parts.base - models.warp(x, flow)).max()) < 1e-5
+    assert float(jnp.abs(parts.image - parts.base).max()) < 1e-5  # closed gate: the warped input
+    assert float(jnp.abs(parts.image - x).mean()) > 0.01  # which is not the input
+    neighbours = jnp.abs(jnp.diff(flow, axis=1)).max()  # bilinear from 8x8: a smooth field
+    assert float(neighbours) < float(jnp.abs(flow).max())
 
 
 def test_spatial_age_starts_as_identity_and_then_depends_on_the_age():

@@ -78,7 +78,7 @@ def test_g_loss_weights_each_term_and_uses_the_target_logit():
     adv = [[3.0, -2.0, 0.0], [1.0, 0.0, 4.0]]
     cls = [[0.0, 5.0, 0.0], [0.0, 0.0, 5.0]]
     target = jnp.array([1, 2])
-    total, m = steps.g_loss(outputs, None, None, generate, logits_for((adv, cls)), real,
+    total, m = steps.g_loss(outputs, {"aging": None}, None, generate, logits_for((adv, cls)), real,
                             jax.nn.one_hot(jnp.array([0, 0]), GROUPS), target, W)
     softplus = lambda x: np.log1p(np.exp(x))
     np.testing.assert_allclose(m["g/adv"], (softplus(2.0) + softplus(-4.0)) / 2, rtol=1e-6)
@@ -92,7 +92,7 @@ def test_g_loss_weights_each_term_and_uses_the_target_logit():
     np.testing.assert_allclose(total, expected, rtol=1e-6)
     # G's own weight on the age classifier, apart from D's.
     own = dataclasses.replace(W, age_generator=0.25)
-    total_own, _ = steps.g_loss(outputs, None, None, generate, logits_for((adv, cls)), real,
+    total_own, _ = steps.g_loss(outputs, {"aging": None}, None, generate, logits_for((adv, cls)), real,
                                 jax.nn.one_hot(jnp.array([0, 0]), GROUPS), target, own)
     np.testing.assert_allclose(total_own, expected + (0.25 - W.age) * m["g/age"], rtol=1e-6)
 
@@ -105,7 +105,7 @@ def test_gate_term_is_the_mean_opening_of_the_fakes_gate():
     gate = jnp.asarray(rng.uniform(0, 1, (2, 4, 4, 1)), jnp.float32)
     generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
     discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
-    args = (None, None, generate, discriminate, real, jax.nn.one_hot(jnp.array([0, 1]), 3),
+    args = ({"aging": None}, None, generate, discriminate, real, jax.nn.one_hot(jnp.array([0, 1]), 3),
             jnp.array([2, 0]))
     ungated = steps.AgingOutputs(real * 0.5, real.mean(axis=(1, 2)), None)
     gated = ungated._replace(gate=gate)
@@ -131,7 +131,7 @@ def test_age_guide_adds_its_cross_entropy_for_the_target_group():
     discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
     guide = lambda x: x.mean(axis=(1, 2)) * 10  # logits: the mean of each colour channel
     w = steps.LossWeights(age_guide=2.5)
-    args = (outputs, None, None, generate, discriminate, real, source_code, target)
+    args = (outputs, {"aging": None}, None, generate, discriminate, real, source_code, target)
     without, _ = steps.g_loss(*args, w)
     total, metrics = steps.g_loss(*args, w, guide)
     logits = np.asarray(guide(fake), np.float64)
@@ -163,8 +163,37 @@ def _gradient_keeper():
         update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads))
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(shared):
+def test_identity_term_reads_the_fake_with_the_chosen_encoder_and_distance():
+    """identity_encoder='aging' re-encodes the fake with the aging generator's encoder (through
+    ``encode``) instead of taking the restoring pass's features; with shared weights both are the
+    same encoder, so the cycle pass's features serve. 'cosine' compares directions: scaling the
+    fake's features changes nothing, where L1 would shrink with them."""
+    rng = np.random.default_rng(0)
+    real = jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)), jnp.float32)
+    features = jnp.asarray(rng.normal(size=(2, 2, 2, 5)), jnp.float32)
+    outputs = steps.AgingOutputs(real * 0.5, features, None)
+    restoring_features = -features  # the restoring encoder: opposite directions
+    generate = lambda p, x, c: (x, restoring_features)
+    encode = lambda p, x: features * p  # the aging encoder: the input's directions, scaled by p
+    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
+    args = (None, generate, discriminate, real, jax.nn.one_hot(jnp.array([0, 1]), 3),
+            jnp.array([2, 0]))
+    identity = lambda g_params, **w: steps.g_loss(
+        outputs, g_params, *args, steps.LossWeights(**w), None, encode)[1]["g/identity"]
+    separate = {"aging": 0.1, "restoring": None}
+    np.testing.assert_allclose(identity(separate), np.abs(2 * np.asarray(features)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(identity(separate, identity_distance="cosine"), 2.0, rtol=1e-5)
+    np.testing.assert_allclose(identity(separate, identity_encoder="aging"),
+                               0.9 * np.abs(np.asarray(features)).mean(), rtol=1e-6)
+    assert abs(float(identity(separate, identity_encoder="aging", identity_distance="cosine"))) < 1e-5
+    shared = {"aging": 0.1}  # one generator: its encoder is the restoring pass's
+    np.testing.assert_allclose(identity(shared, identity_encoder="aging", identity_distance="cosine"),
+                               2.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared,identity_encoder", [(False, "restoring"), (True, "restoring"),
+                                                     (False, "aging")])
+def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(shared, identity_encoder):
     """The step runs the aging pass once and pulls G's loss back through its vjp; the gradient it
     hands the optimizer must equal the gradient of the loss written the direct way (aging pass
     inside the differentiated function), leaf by leaf.
@@ -188,8 +217,10 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
                         style_dim=8, disc_channels=(8,))
     config.loss.preserve = 1.0
-    if shared:  # and the output gate, whose opening G's loss also charges for
-        config.model.update(residual_output=True, output_mask=True)
+    config.loss.update(identity_encoder=identity_encoder,
+                       identity_distance="cosine" if identity_encoder == "aging" else "l1")
+    if shared:  # and the output gate, whose opening G's loss also charges for, and the warp
+        config.model.update(residual_output=True, output_mask=True, warp_max_shift=0.1)
         config.loss.gate = 0.5
     # G's optimizer keeps its gradient; D's moves D, so G's loss must use the moved D.
     optimizers = Optimizers(generator=_gradient_keeper(), discriminator=optax.sgd(1.0))
@@ -210,12 +241,12 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     src_code, tgt_code = (jax.nn.one_hot(batch[k], GROUPS) for k in ("source", "target"))
     generate = lambda p, x, c: nnx.merge(graphs.generator, p)(x, c)
     discriminate = lambda p, x: nnx.merge(graphs.discriminator, p)(x)
+    encode = lambda p, x: nnx.merge(graphs.generator, p).encode(x)
 
     def whole_loss(g_params, d_params):
         outputs = steps.aging_pass(graphs.generator, g_params["aging"], real, tgt_code, src_code)
-        restoring = train_state.restoring_params(g_params)
-        return steps.g_loss(outputs, restoring, d_params, generate, discriminate, real,
-                            src_code, jnp.asarray(batch["target"]), w)[0]
+        return steps.g_loss(outputs, g_params, d_params, generate, discriminate, real,
+                            src_code, jnp.asarray(batch["target"]), w, None, encode)[0]
 
     with jax.disable_jit():
         new, metrics = step(state, batch)
