@@ -216,9 +216,9 @@ class WarpHead(nnx.Module):
     """(bottleneck features, age code) -> a smooth flow field at the image's size, in pixels.
 
     A convolution over the features and the age map gives a flow at the bottleneck's resolution,
-    bounded by ``max_shift`` of the image's side (tanh), upsampled bilinearly: each bottleneck position moves
-    a whole patch, so parts (an eye line, a chin) move together instead of being repainted. The
-    convolution starts at zero, so the warp starts as the identity.
+    bounded by ``max_shift`` of the image's side (tanh), upsampled bilinearly: each bottleneck
+    position moves a whole patch, so parts (an eye line, a chin) move together instead of being
+    repainted. The convolution starts at zero, so the warp starts as the identity.
     """
 
     def __init__(self, channels: int, num_groups: int, kernel_size: int, max_shift: float, *,
