@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Largest shift of a learned smooth warp of the input (models.WarpHead), as a fraction of
     # the image's side; 0: no warp. Needs residual_output or output_mask (the warp moves the input).
     c.model.warp_max_shift = 0.0
+    # The decoder also reads the input's pixels at full resolution (models.InputSkip), so the
+    # change and the gate can follow edges finer than the bottleneck (hair, eyes).
+    c.model.input_skip = False
     c.model.gate_bias = 0.0  # the gate's initial logit: 0 starts half open, -3 nearly closed (sigmoid 0.05)
     c.model.disc_head = "pool"  # 'pool' (global average) or 'flatten' (+ minibatch stddev; sees layout)
 

@@ -233,6 +233,25 @@ class WarpHead(nnx.Module):
         return jax.image.resize(flow, (features.shape[0], height, width, 2), method="linear")
 
 
+class InputSkip(nnx.Module):
+    """The input's pixels at full resolution -> features added to the decoder's last map.
+
+    The decoder otherwise sees the face only through the bottleneck (a quarter of the side or
+    less), so its change and gate cannot follow a hair strand's edge or an iris: white hair comes
+    out as a blurred cap over the hair's shape. Two 3x3 convolutions; the second starts at zero,
+    so the generator starts as it would without this path.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, *, dtype, rngs: nnx.Rngs):
+        k = (kernel_size, kernel_size)
+        self.conv1 = Conv(3, channels, k, dtype=dtype, rngs=rngs)
+        self.conv2 = Conv(channels, channels, k, kernel_init=nnx.initializers.zeros, dtype=dtype,
+                          rngs=rngs)
+
+    def __call__(self, pixels):
+        return self.conv2(_act(self.conv1(pixels)))
+
+
 class Decoded(NamedTuple):
     image: jax.Array  # the aged images, float32 in [-1, 1]
     gate: jax.Array | None  # (N, H, W, 1) output gate in (0, 1), with model.output_mask
@@ -240,7 +259,10 @@ class Decoded(NamedTuple):
 
 
 class Decoder(nnx.Module):
-    """(identity features, style) -> pre-tanh RGB, AdaIN-modulated in every block."""
+    """(identity features, style) -> pre-tanh RGB, AdaIN-modulated in every block.
+
+    With ``input_skip`` it also reads the input's pixels at full resolution (``InputSkip``).
+    """
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
         k = cfg.kernel_size
@@ -254,6 +276,8 @@ class Decoder(nnx.Module):
             [block(enc[-1], enc[-1]) for _ in range(cfg.decoder_extra_blocks)]
             + [block(i, o, resample_mode="up", factor=f)
                for i, o, f in zip(in_chans, out_chans, factors)])
+        self.input_skip = (InputSkip(out_chans[-1], k, dtype=dtype, rngs=rngs)
+                           if cfg.input_skip else None)
         self.out_norm = ConditionalNorm(out_chans[-1], cfg.style_dim, rngs=rngs)
         # A residual generator starts as the identity map: its change starts at zero.
         rgb_init = nnx.initializers.zeros if cfg.residual_output else nnx.initializers.lecun_normal()
@@ -263,10 +287,13 @@ class Decoder(nnx.Module):
         if cfg.output_mask:  # the gate opens from sigmoid(gate_bias) (a closed start passes the input)
             self.to_rgb.bias[...] = self.to_rgb.bias[...].at[3].set(cfg.gate_bias)
 
-    def __call__(self, identity, style):
+    def __call__(self, identity, style, pixels=None):
+        """``pixels``: the image being changed, which ``input_skip`` reads (else unused)."""
         h = identity
         for block in self.blocks:
             h = block(h, style)
+        if self.input_skip is not None:
+            h = h + self.input_skip(pixels.astype(h.dtype))
         return self.to_rgb(_act(self.out_norm(h, style))).astype(jnp.float32)
 
 
@@ -287,6 +314,8 @@ class Generator(nnx.Module):
     (``WarpHead``) and the change and the gate apply to the warped input: proportions (eye line,
     chin, head size) can move without repainting the parts, and ``preserve`` compares with the
     warped input, so moving costs nothing there and repainting does.
+
+    With ``input_skip`` the decoder also reads that (warped) input at full resolution.
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
@@ -323,7 +352,7 @@ class Generator(nnx.Module):
         x = images.astype(jnp.float32)
         if self.warp_head is not None:
             x = warp(x, self.warp_head(identity, age_code, *images.shape[1:3]))
-        out = self.decoder(identity, style)
+        out = self.decoder(identity, style, x)
         if self.output_mask:
             out, gate_logit = out[..., :3], out[..., 3:]
         if self.residual_output:

@@ -219,8 +219,10 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     config.loss.preserve = 1.0
     config.loss.update(identity_encoder=identity_encoder,
                        identity_distance="cosine" if identity_encoder == "aging" else "l1")
-    if shared:  # and the output gate, whose opening G's loss also charges for, and the warp
-        config.model.update(residual_output=True, output_mask=True, warp_max_shift=0.1)
+    if shared:  # and the output gate, whose opening G's loss also charges for, the warp and the
+        # decoder's full-resolution read of the input
+        config.model.update(residual_output=True, output_mask=True, warp_max_shift=0.1,
+                            input_skip=True)
         config.loss.gate = 0.5
     # G's optimizer keeps its gradient; D's moves D, so G's loss must use the moved D.
     optimizers = Optimizers(generator=_gradient_keeper(), discriminator=optax.sgd(1.0))
