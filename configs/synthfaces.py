@@ -6,8 +6,9 @@ spanning 1-100 years; 32x32 images and a narrow model at ~1.8 steps/s on 2 CPU c
 - ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (10-14
   minutes on 2 cores with rendering and the held-out grid): a first look.
 - ``configs/synthfaces.py:full``: the quality benchmark's budget, 4,500 steps after a 1,500-step
-  guide: 43.6 minutes alone on 2 cores (rendering, guide and 4,500 steps at ~1.7 steps/s;
-  three training seeds in benchmarks/RESULTS.md).
+  guide, with a learned smooth warp of the input: 43.6 minutes alone on 2 cores before the warp,
+  which adds no measurable step time (rendering, guide and 4,500 steps at ~1.7 steps/s; three
+  training seeds in benchmarks/RESULTS.md).
 - ``configs/synthfaces.py:tiny``: tests and smoke runs.
 """
 
