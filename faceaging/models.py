@@ -237,9 +237,9 @@ class InputSkip(nnx.Module):
     """The input's pixels at full resolution -> features added to the decoder's last map.
 
     The decoder otherwise sees the face only through the bottleneck (a quarter of the side or
-    less), so its change and gate cannot follow a hair strand's edge or an iris: white hair comes
-    out as a blurred cap over the hair's shape. Two 3x3 convolutions; the second starts at zero,
-    so the generator starts as it would without this path.
+    less), so its change and gate cannot follow anything finer than one bottleneck cell (a hair
+    strand's edge, an iris). Two 3x3 convolutions; the second starts at zero, so the generator
+    starts as it would without this path.
     """
 
     def __init__(self, channels: int, kernel_size: int, *, dtype, rngs: nnx.Rngs):
