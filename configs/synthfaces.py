@@ -6,9 +6,9 @@ spanning 1-100 years; 32x32 images and a narrow model at ~1.8 steps/s on 2 CPU c
 - ``configs/synthfaces.py``: the quick start, 900 steps after a 600-step age guide (10-14
   minutes on 2 cores with rendering and the held-out grid): a first look.
 - ``configs/synthfaces.py:full``: the quality benchmark's budget, 4,500 steps after a 1,500-step
-  guide, with a learned smooth warp of the input: 43.6 minutes alone on 2 cores before the warp,
-  which adds no measurable step time (rendering, guide and 4,500 steps at ~1.7 steps/s; three
-  training seeds in benchmarks/RESULTS.md).
+  guide: 43.6 minutes alone on 2 cores before the learned warp and the decoder's full-resolution
+  read of the input, which add no measurable step time (rendering, guide and 4,500 steps at
+  ~1.7 steps/s; three training seeds in benchmarks/RESULTS.md).
 - ``configs/synthfaces.py:tiny``: tests and smoke runs.
 """
 
@@ -40,7 +40,13 @@ def get_config(arg: str = ""):
                         # away; the age code also enters every bottleneck position; a learned
                         # gate lets the input through where aging changes nothing; it starts
                         # nearly closed (sigmoid(-3) = 0.05), so nothing changes until age needs it.
-                        disc_head="flatten", spatial_age=True, output_mask=True, gate_bias=-3.0))
+                        disc_head="flatten", spatial_age=True, output_mask=True, gate_bias=-3.0,
+                        # A learned smooth warp of the input (3.2 px at most) and the input's
+                        # pixels read at full resolution by the decoder's last map: three seeds
+                        # each at the :full budget put adult<->child ground-truth L1 at
+                        # 0.78x-0.80x the input's with neither, 0.75x-0.76x with the warp and
+                        # 0.70x-0.74x with both (benchmarks/RESULTS.md).
+                        warp_max_shift=0.1, input_skip=True))
     # The residual generator starts as the identity map, so the age loss must outweigh the
     # L1 terms that would keep it there (age 1 / cycle 10 left outputs unchanged at 400 steps).
     # preserve: without it the aged faces drifted in skin and eye colour (trait agreement 76%).
@@ -67,10 +73,6 @@ def get_config(arg: str = ""):
     elif arg == "full":  # the quality benchmark's budget (benchmarks/quality_synthfaces.py)
         c.age_guide.steps = 1500
         c.train.update(dict(steps=4500, sample_every=500, checkpoint_every=500))
-        # A learned smooth warp of the input (3.2 px at most): three seeds at this budget put
-        # adult<->child ground-truth L1 at 0.750x-0.760x the input's, against 0.782x-0.798x
-        # without it (benchmarks/RESULTS.md); not measured at the quick start's 900 steps.
-        c.model.warp_max_shift = 0.1
     elif arg:
         raise ValueError(f"configs/synthfaces.py takes '', 'full' or 'tiny', got {arg!r}")
     return c
