@@ -32,6 +32,14 @@ def l1(a, b):
     return jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)).mean()
 
 
+def gate_opening(gate, exponent: float = 1.0, eps: float = 1e-6):
+    """The output gate's mean opening, each pixel's opening raised to ``exponent`` first: below 1
+    a small opening costs more per unit than a large one, so a nearly shut gate is pushed to shut
+    and one that opens, opens further (1: the plain mean)."""
+    gate = gate.astype(jnp.float32)
+    return jnp.mean(gate if exponent == 1 else jnp.power(gate + eps, exponent))
+
+
 def r1_penalty(disc_fn, images, groups):
     """R1: squared norm of the gradient of the real images' own-group logits w.r.t. the images."""
     grad = jax.grad(lambda x: pick(disc_fn(x)[0], groups).sum())(images)

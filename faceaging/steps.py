@@ -48,6 +48,7 @@ class LossWeights:
     reconstruction: float = 10.0
     preserve: float = 0.0
     gate: float = 0.0
+    gate_exponent: float = 1.0
     age_guide: float = 0.0
     r1_gamma: float = 10.0
     r1_every: int = 16
@@ -106,7 +107,8 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
     generator's encoder, from the cycle pass, or the aging encoder again through ``encode``;
     ``w.identity_distance``: L1 or cosine), and optionally L1 reconstruction G(x, source) ~ x,
     preservation G(x, target) ~ x, the mean opening of the fake's output gate
-    (``model.output_mask``: a GANimation-style sparsity term) and the frozen age ``guide``'s
+    (``model.output_mask``: a GANimation-style sparsity term, ``losses.gate_opening``) and the
+    frozen age ``guide``'s
     cross entropy for the target group.
     """
     fake = outputs.fake.astype(real.dtype)
@@ -123,11 +125,13 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
     if w.preserve:  # against the warped input with a warp: moving parts costs nothing here
         base = real if outputs.base is None else outputs.base
         terms["g/preserve"] = (w.preserve, losses.l1(fake, base))
-    if outputs.gate is not None:  # logged as the gate's mean opening even at weight 0
-        terms["g/gate"] = (w.gate, jnp.mean(outputs.gate))
+    extra = {}
+    if outputs.gate is not None:  # logged even at weight 0
+        terms["g/gate"] = (w.gate, losses.gate_opening(outputs.gate, w.gate_exponent))
+        if w.gate_exponent != 1:
+            extra["g/gate_opening"] = jnp.mean(outputs.gate)
     if outputs.reconstructed is not None:
         terms["g/reconstruction"] = (w.reconstruction, losses.l1(outputs.reconstructed, real))
-    extra = {}
     if guide is not None:
         guide_logits = guide(fake)
         terms["g/age_guide"] = (w.age_guide, losses.classification(guide_logits, target))

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from faceaging import config as config_lib, pixels, steps, train_state
+from faceaging import config as config_lib, losses, pixels, steps, train_state
 from faceaging.train_state import Optimizers
 
 W = steps.LossWeights(adversarial=1.0, age=2.0, cycle=3.0, identity=4.0, reconstruction=5.0,
@@ -116,6 +116,20 @@ def test_gate_term_is_the_mean_opening_of_the_fakes_gate():
     np.testing.assert_allclose(logged, without, rtol=1e-6)
     total, _ = steps.g_loss(gated, *args, steps.LossWeights(gate=0.7))
     np.testing.assert_allclose(total - without, 0.7 * np.asarray(gate).mean(), rtol=1e-5)
+    # gate_exponent 0.5: the mean of the square roots is charged, the plain mean still logged.
+    total, metrics = steps.g_loss(gated, *args, steps.LossWeights(gate=0.7, gate_exponent=0.5))
+    np.testing.assert_allclose(total - without, 0.7 * np.sqrt(np.asarray(gate)).mean(), rtol=1e-4)
+    np.testing.assert_allclose(metrics["g/gate_opening"], np.asarray(gate).mean(), rtol=1e-6)
+
+
+def test_a_gate_exponent_below_one_charges_small_openings_more_per_unit():
+    """The marginal cost of opening a pixel further: flat at exponent 1, falling with the opening
+    below 1 (a nearly shut pixel is pushed hardest to shut)."""
+    openings = jnp.array([0.01, 0.1, 0.5, 0.9])
+    marginal = lambda p: jax.vmap(jax.grad(lambda m: losses.gate_opening(m[None], p)))(openings)
+    np.testing.assert_allclose(marginal(1.0), 1.0, rtol=1e-6)
+    slopes = np.asarray(marginal(0.5))
+    assert np.all(np.diff(slopes) < 0) and slopes[0] > 4 * slopes[-1], slopes
 
 
 def test_age_guide_adds_its_cross_entropy_for_the_target_group():
