@@ -24,8 +24,8 @@ flags.DEFINE_string("workdir", None, "A trained SynthFaces run.", required=True)
 flags.DEFINE_integer("identities", 40, "Fresh identities (x one source age per group).")
 FLAGS = flags.FLAGS
 
-# Rings as fractions of the image size (at 32x32: r < 8, 8-12, 12-16, >= 16 pixels).
 CHANGED_LEVELS = 12.75  # 5% of the 0-255 range
+# Rings as fractions of the image size (at 32x32: r < 8, 8-12, 12-16, >= 16 pixels).
 RINGS = (("centre", 0.0, 0.25), ("hair ring", 0.25, 0.375), ("outer ring", 0.375, 0.5),
          ("corners", 0.5, np.inf))
 
@@ -37,19 +37,25 @@ def ring_masks(size: int) -> dict[str, np.ndarray]:
     return {name: (r >= lo) & (r < hi) for name, lo, hi in RINGS}
 
 
+def target_cells(ctx):
+    """Per target group: (inputs, true renders, aged images) of its target != source cells, as
+    float64 0-255 arrays."""
+    for group in range(ctx.aged.shape[1]):
+        other = ctx.source_groups != group
+        yield (ctx.images[other].astype(np.float64),
+               ctx.true_renders(group)[other].astype(np.float64),
+               ctx.aged[other, group].astype(np.float64))
+
+
 def error_maps(ctx) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(input's mean L1 map, aged images' mean L1 map, per target group the mean RGB shift of
     the aged images against the truth), over target != source cells."""
-    images = ctx.images.astype(np.float64)
     total_input = total_aged = 0.0
     count, shifts = 0, []
-    for group in range(ctx.aged.shape[1]):
-        other = ctx.source_groups != group
-        truth = ctx.true_renders(group)[other].astype(np.float64)
-        aged = ctx.aged[other, group].astype(np.float64)
-        total_input = total_input + np.abs(images[other] - truth).mean(-1).sum(0)
+    for image, truth, aged in target_cells(ctx):
+        total_input = total_input + np.abs(image - truth).mean(-1).sum(0)
         total_aged = total_aged + np.abs(aged - truth).mean(-1).sum(0)
-        count += int(other.sum())
+        count += len(image)
         shifts.append((aged - truth).mean(axis=(0, 1, 2)))
     return total_input / count, total_aged / count, shifts
 
@@ -59,11 +65,7 @@ def change_split(ctx) -> list[dict[str, float]]:
     input's and the aged images' mean L1 on those pixels and on the rest, and the share of the
     true change made on the changed pixels."""
     rows = []
-    for group in range(ctx.aged.shape[1]):
-        other = ctx.source_groups != group
-        image = ctx.images[other].astype(np.float64)
-        truth = ctx.true_renders(group)[other].astype(np.float64)
-        aged = ctx.aged[other, group].astype(np.float64)
+    for image, truth, aged in target_cells(ctx):
         true_change = truth - image
         changed = np.abs(true_change).mean(-1) > CHANGED_LEVELS
         error = lambda x, mask: float(np.abs(x - truth).mean(-1)[mask].mean())

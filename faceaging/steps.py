@@ -108,8 +108,7 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
     ``w.identity_distance``: L1 or cosine), and optionally L1 reconstruction G(x, source) ~ x,
     preservation G(x, target) ~ x, the mean opening of the fake's output gate
     (``model.output_mask``: a GANimation-style sparsity term, ``losses.gate_opening``) and the
-    frozen age ``guide``'s
-    cross entropy for the target group.
+    frozen age ``guide``'s cross entropy for the target group.
     """
     fake = outputs.fake.astype(real.dtype)
     cycled, identity_fake = generate(restoring_params(g_params), fake, source_code)
