@@ -8,6 +8,14 @@ machine code less tuned. Subprocesses inherit it. The persistent compile cache i
 of this session (removed at exit), never the user's or a concurrent run's; subprocesses do not
 inherit it (tests/test_cli.py: executables with cross-device collectives loaded from a cache
 deadlock on simulated CPU devices).
+
+XLA:CPU runs the collectives of a multi-device program on its Eigen thread pool, which has
+max(NPROC or the core count, device count) workers: exactly 8 here. Devices that reach two
+independent collectives in opposite orders can then hold every worker, each waiting for a
+collective whose last participant has no worker left, until XLA aborts the whole process (40 s):
+the FSDP step (tests/test_train.py) did so in CI, and in 3 of 3 stress runs of 200 steps (after
+51 in one). NPROC=32 here (an inherited larger value is kept; subprocesses inherit it): no stall
+in 200 steps at NPROC 16, 32 or 64.
 """
 
 import atexit
@@ -15,13 +23,16 @@ import os
 import shutil
 import tempfile
 
-from helpers import synth_config, with_device_count, write_utkface_folder  # imports no jax
+from helpers import (EIGEN_WORKERS, synth_config, with_device_count,  # imports no jax
+                     write_utkface_folder)
 
 _inherited = os.environ.get("XLA_FLAGS", "")
 if "--xla_backend_optimization_level" not in _inherited:
     _inherited += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = with_device_count(_inherited, 8)
 os.environ["JAX_PLATFORMS"] = "cpu"
+_nproc = os.environ.get("NPROC", "")
+os.environ["NPROC"] = str(max(EIGEN_WORKERS, int(_nproc) if _nproc.isdigit() else 0))
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 COMPILE_CACHE = tempfile.mkdtemp(prefix="faceaging-test-jax-")
 atexit.register(shutil.rmtree, COMPILE_CACHE, True)

@@ -12,6 +12,7 @@ from PIL import Image
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EIGEN_WORKERS = 32  # XLA:CPU's thread pool in the tests (NPROC): 4x the simulated devices (conftest.py)
 
 MALFORMED_NAMES = ("61_1_20170109150557335.jpg.chip.jpg",  # race missing (as in UTKFace)
                    "abc_0_1_20170109150557335.jpg.chip.jpg",

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from helpers import EIGEN_WORKERS
 from faceaging import checkpointing, mesh as mesh_lib, steps, train, train_state
 from faceaging.workdir import Workdir
 
@@ -74,6 +75,18 @@ def test_generator_uses_the_age_code_to_hit_each_target_group(tiny_config):
     assert np.mean([m["g/age"] for m in late]) < np.mean([m["g/age"] for m in early])
     accuracy = np.mean([m["g/age_accuracy_fake"] for m in late])
     assert accuracy >= 1.5 * best_without_code, (accuracy, best_without_code)
+
+
+def test_xla_cpu_pool_has_workers_to_spare_beyond_the_devices():
+    """The FSDP test's guard (conftest.py): XLA:CPU's thread pool has NPROC workers, not just one
+    per simulated device, so devices waiting in collectives cannot hold every worker."""
+    jax.devices()
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/comm") as f:
+            names.append(f.read().strip())
+    workers = sum(name == "tf_XLAEigen" for name in names)
+    assert workers >= EIGEN_WORKERS > jax.device_count(), (workers, jax.device_count())
 
 
 def test_fsdp_trains_as_replicated_with_an_eighth_of_the_state_per_device(tiny_config, monkeypatch):
