@@ -247,4 +247,9 @@ def test_batches_are_padded_over_8_devices_without_changing_results(trained_work
     finally:
         jax.config.update("jax_enable_compilation_cache", True)
     assert got.shape == (3, 2, 32, 32, 3)
-    np.testing.assert_array_equal(got, expected)
+    # The same program up to how XLA:CPU splits each convolution over its threads, which a
+    # batch of 1 per device changes: float sums in another order round a few pixels to the next
+    # level. Misplaced or leaking padding rows would move whole images.
+    difference = np.abs(got.astype(np.int16) - expected.astype(np.int16))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(),
+                                                                       np.mean(difference > 0))
