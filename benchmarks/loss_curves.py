@@ -38,8 +38,8 @@ def record(config, num_steps: int) -> dict:
     abstract, graphs = train_state.abstract_state(config, schedule.num_groups, optimizers)
     shardings = train_state.state_shardings(abstract, mesh_lib.replicated(mesh))
     state = train_state.create_train_state(config, schedule.num_groups, optimizers, shardings)
-    guide = age_guide.untrained(config, schedule.num_groups)  # with loss.age_guide > 0: untrained
-    step = jax.jit(steps.make_train_step(config, graphs, optimizers, schedule.num_groups, guide=guide),
+    guides = age_guide.for_step(config, schedule.num_groups)  # guides in the loss: untrained
+    step = jax.jit(steps.make_train_step(config, graphs, optimizers, schedule.num_groups, **guides),
                    donate_argnums=0)
     curves = {}
     for _ in range(num_steps):

@@ -47,9 +47,9 @@ def measure(config, num_steps: int) -> dict:
     abstract, graphs = train_state.abstract_state(config, groups, optimizers)
     shardings = train_state.state_shardings(abstract, mesh_lib.replicated(mesh))
     state = train_state.create_train_state(config, groups, optimizers, shardings)
-    guide = age_guide.untrained(config, groups)  # loss.age_guide > 0: the same work, any weights
+    guides = age_guide.for_step(config, groups)  # guides in the loss: the same work, any weights
     jit_step = lambda r1: jax.jit(steps.make_train_step(config, graphs, optimizers, groups, r1=r1,
-                                                        guide=guide),
+                                                        **guides),
                                   in_shardings=(shardings, mesh_lib.data_sharded(mesh)),
                                   donate_argnums=0)
     batch = random_batch(config, groups, mesh_lib.data_sharded(mesh))

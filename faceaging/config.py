@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     # G's cross entropy of a frozen age-group classifier (faceaging/age_guide.py) on its fakes;
     # 0 leaves it out. Trained before the GAN (config.age_guide) when the workdir has none.
     c.loss.age_guide = 0.0
+    # G's KL divergence between a frozen gender/race classifier's reading of the input and of the
+    # aged image (faceaging/age_guide.py): aging must keep who the person is. 0 leaves it out.
+    c.loss.attribute_guide = 0.0
     c.loss.r1_gamma = 10.0
     c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps
 
@@ -95,6 +98,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.age_guide.steps = 1500
     c.age_guide.batch_size = 64
     c.age_guide.learning_rate = 1e-3
+
+    c.attribute_guide = ml_collections.ConfigDict()  # the frozen classifier of loss.attribute_guide
+    c.attribute_guide.channels = (32, 64, 128)
+    c.attribute_guide.steps = 1500
+    c.attribute_guide.batch_size = 64
+    c.attribute_guide.learning_rate = 1e-3
 
     c.traits = ml_collections.ConfigDict()  # SynthFaces trait classifier for evaluation
     c.traits.num_renders = 12000  # fresh identities rendered to train it (SynthFaces is procedural)
@@ -157,6 +166,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.update(dict(batch_size=8, steps=20, log_every=5, sample_every=10, checkpoint_every=10))
     c.estimator.update(dict(channels=(8, 16), steps=20, batch_size=8))
     c.age_guide.update(dict(channels=(8, 16), steps=20, batch_size=8))
+    c.attribute_guide.update(dict(channels=(8, 16), steps=20, batch_size=8))
     c.traits.update(dict(num_renders=64, channels=(8, 16), strides=(2, 2), steps=20, batch_size=8))
     c.eval.update(dict(num_images=8, batch_size=8, fid_image_size=75, fid_num_real=16,
                        kid_subsets=4, kid_subset_size=16, two_sample_steps=20,

@@ -24,6 +24,12 @@ import tensorflow_datasets as tfds
 from faceaging import schedules
 
 
+# The dataset's age-independent labels each record carries as "attributes" (N, 2): the
+# attribute guide (faceaging.age_guide) learns them; UTKFace's convention, which SynthFaces keeps.
+ATTRIBUTES = ("gender", "race")
+ATTRIBUTE_CLASSES = (2, 5)
+
+
 class GroupedSource(grain.RandomAccessDataSource):
     """A TFDS source restricted to records whose age the schedule covers, with their groups."""
 
@@ -48,7 +54,8 @@ class GroupedSource(grain.RandomAccessDataSource):
     def __getitem__(self, index: int) -> dict:
         record = self.record(index)
         return {"image": record["image"], "age": np.int32(record["age"]),
-                "source": self.groups[index], "file_name": record["file_name"]}
+                "source": self.groups[index], "file_name": record["file_name"],
+                "attributes": np.array([record[name] for name in ATTRIBUTES], np.int32)}
 
 
 def open_split(builder: tfds.core.DatasetBuilder, split: str,
@@ -264,7 +271,8 @@ def sample_batch(source: GroupedSource, count: int, image_size: int) -> dict:
     """The first ``count`` records of ``source`` (deterministic), decoded, for sample grids."""
     records = [source[i] for i in range(min(count, len(source)))]
     return {"image": np.stack([decode_image(r["image"], image_size) for r in records]),
-            "source": np.array([r["source"] for r in records], np.int32)}
+            "source": np.array([r["source"] for r in records], np.int32),
+            "attributes": np.stack([r["attributes"] for r in records]).reshape(-1, len(ATTRIBUTES))}
 
 
 def to_global(batch: dict, sharding: jax.sharding.Sharding) -> dict:

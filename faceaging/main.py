@@ -9,7 +9,8 @@ Modes: ``train`` (default; resumes from WORKDIR); ``predict`` (ages images with 
 latest checkpoint's EMA generator); ``all`` (prepare data, train, age held-out faces);
 ``stats`` (label counts and a bar chart of the config's dataset); ``contact_sheet``
 (SynthFaces identities x ages); ``train_estimator`` and ``train_traits`` (evaluation networks);
-``train_age_guide`` (the frozen age classifier of ``config.loss.age_guide``, before training);
+``train_age_guide`` and ``train_attribute_guide`` (the frozen classifiers of
+``config.loss.age_guide`` and ``config.loss.attribute_guide``, trained before the GAN otherwise);
 ``eval`` (metrics of the latest checkpoint; an optional ``--config`` supplies its ``eval``
 section, e.g. ``--config.eval.fid_weights=PATH``).
 """
@@ -38,7 +39,8 @@ config_flags.DEFINE_config_file("config", None, "Training config file (e.g. conf
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and event files.")
 flags.DEFINE_enum("mode", "train", ["train", "predict", "all", "stats", "contact_sheet",
-                                    "train_estimator", "train_traits", "train_age_guide", "eval"],
+                                    "train_estimator", "train_traits", "train_age_guide",
+                                    "train_attribute_guide", "eval"],
                   "What to run.")
 flags.DEFINE_string("input", None, "predict: an image, a folder (recursive), a glob, or a .txt list of paths.")
 flags.DEFINE_string("output_dir", None, "predict: where aged images, grids and GIFs go.")
@@ -178,6 +180,11 @@ def _train_age_guide():
     print(json.dumps(age_guide.train_guide(FLAGS.config, FLAGS.workdir), indent=2))
 
 
+def _train_attribute_guide():
+    print(json.dumps(age_guide.train_guide(FLAGS.config, FLAGS.workdir, age_guide.ATTRIBUTES),
+                     indent=2))
+
+
 def _eval():
     report = evaluate.evaluate(FLAGS.workdir, FLAGS.config.eval if FLAGS.config else None)
     print(json.dumps(report["mean"], indent=2))
@@ -186,7 +193,8 @@ def _eval():
 
 MODES = {"train": _train, "predict": _predict, "all": _all, "stats": _stats,
          "contact_sheet": _contact_sheet, "train_estimator": _train_estimator,
-         "train_traits": _train_traits, "train_age_guide": _train_age_guide, "eval": _eval}
+         "train_traits": _train_traits, "train_age_guide": _train_age_guide,
+         "train_attribute_guide": _train_attribute_guide, "eval": _eval}
 
 
 def main(argv):

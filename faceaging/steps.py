@@ -50,6 +50,7 @@ class LossWeights:
     gate: float = 0.0
     gate_exponent: float = 1.0
     age_guide: float = 0.0
+    attribute_guide: float = 0.0
     r1_gamma: float = 10.0
     r1_every: int = 16
     identity_encoder: str = "restoring"  # config_checks.IDENTITY_ENCODERS
@@ -74,6 +75,12 @@ Discriminate = Callable  # (params, images) -> (per-group adversarial logits, ag
 Classify = Callable  # (images) -> age-group logits: the frozen age guide
 
 
+class ReadAttributes(NamedTuple):
+    """The frozen attribute guide: ``logits(images)`` -> (N, sum(heads)), one softmax per head."""
+    logits: Callable
+    heads: tuple[int, ...]
+
+
 def d_loss(d_params, discriminate: Discriminate, real, fake, source, target, w: LossWeights):
     """Non-saturating D loss on real images (their source group's logit) and fakes (their
     target group's), plus age-group classification of the real images. -> (total, metrics)."""
@@ -96,7 +103,8 @@ def r1_loss(d_params, discriminate: Discriminate, real, source, w: LossWeights):
 
 def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
            discriminate: Discriminate, real, source_code, target, w: LossWeights,
-           guide: Classify | None = None, encode: Encode | None = None):
+           guide: Classify | None = None, encode: Encode | None = None,
+           attributes: ReadAttributes | None = None):
     """The generator's loss given the aging pass's ``outputs``. -> (total, metrics).
 
     ``g_params``: the generators' parameters ({'aging'[, 'restoring']}, as in ``TrainState``); the
@@ -108,7 +116,9 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
     ``w.identity_distance``: L1 or cosine), and optionally L1 reconstruction G(x, source) ~ x,
     preservation G(x, target) ~ x, the mean opening of the fake's output gate
     (``model.output_mask``: a GANimation-style sparsity term, ``losses.gate_opening``) and the
-    frozen age ``guide``'s cross entropy for the target group.
+    frozen age ``guide``'s cross entropy for the target group, and the KL divergence from the
+    frozen ``attributes`` guide's reading of the input to its reading of the fake (summed over
+    its heads: gender, race).
     """
     fake = outputs.fake.astype(real.dtype)
     cycled, identity_fake = generate(restoring_params(g_params), fake, source_code)
@@ -135,9 +145,29 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
         guide_logits = guide(fake)
         terms["g/age_guide"] = (w.age_guide, losses.classification(guide_logits, target))
         extra["g/age_guide_accuracy_fake"] = losses.accuracy(guide_logits, target)
+    if attributes is not None:
+        kept, agreement = attribute_change(attributes, real, fake)
+        terms["g/attribute_guide"] = (w.attribute_guide, kept)
+        extra["g/attribute_guide_agreement_fake"] = agreement
     total = sum(weight * value for weight, value in terms.values())
     return total, {**{k: v for k, (_, v) in terms.items()},
                    "g/age_accuracy_fake": losses.accuracy(cls, target), **extra}
+
+
+def attribute_change(attributes: ReadAttributes, real, fake):
+    """(KL divergence from the guide's reading of ``real`` (held fixed) to its reading of
+    ``fake``, summed over heads and averaged over images; the share of images whose most likely
+    class agrees, averaged over heads)."""
+    both = attributes.logits(jnp.concatenate([real, fake.astype(real.dtype)])).astype(jnp.float32)
+    n = real.shape[0]
+    splits = [sum(attributes.heads[:i + 1]) for i in range(len(attributes.heads) - 1)]
+    kl, agreement = 0.0, 0.0
+    for part in jnp.split(both, splits, axis=-1):
+        log_p = jax.lax.stop_gradient(jax.nn.log_softmax(part[:n]))
+        log_q = jax.nn.log_softmax(part[n:])
+        kl = kl + jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+        agreement = agreement + jnp.mean(jnp.argmax(part[:n], -1) == jnp.argmax(part[n:], -1))
+    return kl, agreement / len(attributes.heads)
 
 
 def ema_update(ema_params, params, step, decay: float):
@@ -166,13 +196,15 @@ def _select(pred, new, old):
 
 
 def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizers: Optimizers,
-                    num_groups: int, r1: str = "lazy", guide=None):
+                    num_groups: int, r1: str = "lazy", guide=None, attribute_guide=None):
     """Returns ``train_step(state, batch) -> (state, metrics)``: a D update, then a G update.
 
     ``r1``: 'lazy' applies R1 every ``config.loss.r1_every`` steps (training); 'always' and
     'never' fix the choice at trace time, for counting each kind of step's work.
     ``guide``: (graph, params) of the frozen age guide, required when ``config.loss.age_guide``
     is above 0 (``age_guide.load_or_train``); its parameters are constants of the step.
+    ``attribute_guide``: (graph, params, classes per head) of the frozen attribute guide, required
+    when ``config.loss.attribute_guide`` is above 0 (``age_guide.load_or_train_if_used``).
     """
     if r1 not in R1_SCHEDULES:
         raise ValueError(f"r1={r1!r}: expected one of {R1_SCHEDULES}")
@@ -180,7 +212,13 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     if (w.age_guide > 0) != (guide is not None):
         raise ValueError(f"config.loss.age_guide={w.age_guide} needs an age guide exactly when "
                          "it is above 0 (faceaging.age_guide.load_or_train)")
+    if (w.attribute_guide > 0) != (attribute_guide is not None):
+        raise ValueError(f"config.loss.attribute_guide={w.attribute_guide} needs an attribute "
+                         "guide exactly when it is above 0 (faceaging.age_guide.load_or_train)")
     classify = None if guide is None else (lambda images: nnx.merge(guide[0], guide[1])(images))
+    attributes = None if attribute_guide is None else ReadAttributes(
+        lambda images: nnx.merge(attribute_guide[0], attribute_guide[1])(images),
+        tuple(attribute_guide[2]))
     dtype = jnp.dtype(config.dtype)
 
     def generate(params, images, age_code):
@@ -229,7 +267,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         (g_total, g_metrics), (d_outputs, direct_grads) = jax.value_and_grad(
             g_loss, argnums=(0, 1), has_aux=True)(
             outputs, state.g_params, d_params, generate, discriminate, real, source_code, target,
-            w, classify, encode)
+            w, classify, encode, attributes)
         (aging_grads,) = pull_back(d_outputs)
         g_grads = {**direct_grads, "aging": jax.tree.map(jnp.add, aging_grads, direct_grads["aging"])}
         g_updates, g_opt_state = optimizers.generator.update(g_grads, state.g_opt_state,

@@ -166,10 +166,9 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
     if jax.process_index() == 0:
         config_lib.save(config, run_dir.config)
 
-    guide = (age_guide.load_or_train(config, run_dir.root, schedule.num_groups)
-             if config.loss.age_guide > 0 else None)
+    guides = age_guide.for_step(config, schedule.num_groups, run_dir.root)
     train_step = jax.jit(
-        steps.make_train_step(config, graphs, optimizers, schedule.num_groups, guide=guide),
+        steps.make_train_step(config, graphs, optimizers, schedule.num_groups, **guides),
         in_shardings=(shardings, data_sharded), out_shardings=(shardings, replicated),
         donate_argnums=0)
     ager = aging.Ager(graphs.generator, config.dtype, mesh)

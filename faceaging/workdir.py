@@ -12,6 +12,7 @@
       age_estimator/STEP/        the evaluation age estimator (--mode=train_estimator)
       trait_classifier/STEP/     the SynthFaces trait classifier (--mode=train_traits)
       age_guide/STEP/            the frozen age classifier of G's loss (loss.age_guide > 0)
+      attribute_guide/STEP/      the frozen gender/race classifier (loss.attribute_guide > 0)
       held_out_aging.png         --mode=all's grid of held-out faces
       dataset_stats.png          --mode=stats's bar chart
       contact_sheet.png          --mode=contact_sheet's SynthFaces sheet
@@ -53,6 +54,10 @@ class Workdir:
     @property
     def age_guide(self) -> str:
         return self._path("age_guide")
+
+    @property
+    def attribute_guide(self) -> str:
+        return self._path("attribute_guide")
 
     @property
     def trait_classifier(self) -> str:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from faceaging import datasets, input_pipeline, mesh as mesh_lib, schedules
+from faceaging.datasets import utkface
 
 
 @pytest.fixture
@@ -19,6 +20,19 @@ def test_batches_have_labels_and_targets_differ(tiny_config, train_source):
         np.testing.assert_array_equal(batch["source"], schedules.get_schedule("utk14").group_of(batch["age"]))
         assert np.all(batch["target"] != batch["source"])
         assert np.all((batch["target"] >= 0) & (batch["target"] < 14))
+        assert batch["attributes"].shape == (8, 2) and batch["attributes"].dtype == np.int32
+
+
+def test_records_carry_the_gender_and_race_of_their_file_names(train_source):
+    """The attribute guide's labels (input_pipeline.ATTRIBUTES) are the file name's, per record."""
+    seen = set()
+    for i in range(len(train_source)):
+        element = train_source[i]
+        name = element["file_name"]
+        labels = utkface.parse_name(name.decode() if isinstance(name, bytes) else name)
+        np.testing.assert_array_equal(element["attributes"], [labels.gender, labels.race])
+        seen.add((labels.gender, labels.race))
+    assert len(seen) > 3  # the fixture's names vary both labels
 
 
 def test_schedule_with_gaps_drops_uncovered_ages(tiny_config):

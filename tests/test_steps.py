@@ -163,6 +163,53 @@ def test_age_guide_adds_its_cross_entropy_for_the_target_group():
         steps.make_train_step(config, graphs, optimizers, GROUPS)
 
 
+def test_attribute_guide_charges_the_change_of_its_reading_from_input_to_fake():
+    """G's loss gains loss.attribute_guide x the KL divergence from the frozen guide's reading of
+    the input (held fixed) to its reading of the fake, summed over heads: 0 when the fake reads
+    like its input, larger the further it moves; its gradient reaches the fake, not the input."""
+    rng = np.random.default_rng(1)
+    real = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+    fake = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+    reader = steps.ReadAttributes(lambda x: x.mean(axis=(1, 2)) @ weights * 20, (2, 3))
+    kl, agreement = steps.attribute_change(reader, real, real)
+    np.testing.assert_allclose(kl, 0.0, atol=1e-6)
+    assert float(agreement) == 1.0
+    kl, agreement = steps.attribute_change(reader, real, fake)
+    logits_p = np.asarray(reader.logits(real), np.float64)
+    logits_q = np.asarray(reader.logits(fake), np.float64)
+    expected = 0.0
+    for lo, hi in ((0, 2), (2, 5)):
+        log_p = logits_p[:, lo:hi] - np.log(np.exp(logits_p[:, lo:hi]).sum(-1, keepdims=True))
+        log_q = logits_q[:, lo:hi] - np.log(np.exp(logits_q[:, lo:hi]).sum(-1, keepdims=True))
+        expected += (np.exp(log_p) * (log_p - log_q)).sum(-1).mean()
+    assert expected > 0.1
+    np.testing.assert_allclose(kl, expected, rtol=1e-4)
+    agree = np.mean([(logits_p[:, lo:hi].argmax(-1) == logits_q[:, lo:hi].argmax(-1)).mean()
+                     for lo, hi in ((0, 2), (2, 5))])
+    np.testing.assert_allclose(agreement, agree, rtol=1e-6)
+    grad_real = jax.grad(lambda r: steps.attribute_change(reader, r, fake)[0])(real)
+    assert float(jnp.abs(grad_real).max()) == 0.0
+    assert float(jnp.abs(jax.grad(lambda f: steps.attribute_change(reader, real, f)[0])(fake)).max()) > 0
+
+    target, source_code = jnp.array([0, 1, 2, 1]), jax.nn.one_hot(jnp.array([1, 0, 0, 2]), 3)
+    outputs = steps.AgingOutputs(fake, fake.mean(axis=(1, 2)), None)
+    generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
+    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
+    w = steps.LossWeights(attribute_guide=0.4)
+    args = (outputs, {"aging": None}, None, generate, discriminate, real, source_code, target, w)
+    without, _ = steps.g_loss(*args)
+    total, metrics = steps.g_loss(*args, attributes=reader)
+    np.testing.assert_allclose(metrics["g/attribute_guide"], expected, rtol=1e-4)
+    np.testing.assert_allclose(total - without, 0.4 * expected, rtol=1e-4)
+    config = config_lib.tiny(config_lib.base_config())
+    optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
+    _, graphs = train_state.abstract_state(config, GROUPS, optimizers)
+    config.loss.attribute_guide = 1.0
+    with pytest.raises(ValueError, match="attribute_guide"):
+        steps.make_train_step(config, graphs, optimizers, GROUPS)
+
+
 def test_ema_update_warms_up_then_uses_the_decay():
     ema, params = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
     np.testing.assert_allclose(steps.ema_update(ema, params, 0, 0.999)["w"], 1 - 0.1)  # (1+0)/(10+0)

@@ -152,23 +152,29 @@ def shorten(config, steps=6):
 
 def test_train_resumes_exactly(tiny_config, tmp_path):
     tiny_config = shorten(tiny_config)
-    tiny_config.loss.age_guide = 1.0  # the frozen guide is trained once per workdir, then reused
+    # The frozen guides are trained once per workdir, then reused.
+    tiny_config.loss.age_guide = tiny_config.loss.attribute_guide = 1.0
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
     full = train.train_and_evaluate(tiny_config, full_dir)
     assert sorted(os.listdir(os.path.join(full_dir, "checkpoints"))) == ["3", "6"]
     assert os.listdir(Workdir(full_dir).age_guide) == [str(tiny_config.age_guide.steps)]
+    assert os.listdir(Workdir(full_dir).attribute_guide) == [str(tiny_config.attribute_guide.steps)]
 
     # Stop after 3 steps, then restart in the same workdir: it must resume at step 3 and
     # see the same batches as the uninterrupted run, ending with identical parameters.
     tiny_config.train.steps = 3
     train.train_and_evaluate(tiny_config, resumed_dir)
     guide_saved = os.stat(os.path.join(Workdir(resumed_dir).age_guide, str(tiny_config.age_guide.steps)))
+    attributes_saved = os.stat(os.path.join(Workdir(resumed_dir).attribute_guide,
+                                            str(tiny_config.attribute_guide.steps)))
     tiny_config.train.steps = 6
     manager = checkpointing.make_manager(Workdir(resumed_dir).checkpoints, read_only=True)
     assert manager.latest_step() == 3
     resumed = train.train_and_evaluate(tiny_config, resumed_dir)
     assert os.stat(os.path.join(Workdir(resumed_dir).age_guide,
                                 str(tiny_config.age_guide.steps))).st_mtime_ns == guide_saved.st_mtime_ns
+    assert os.stat(os.path.join(Workdir(resumed_dir).attribute_guide, str(
+        tiny_config.attribute_guide.steps))).st_mtime_ns == attributes_saved.st_mtime_ns
     assert int(resumed.step) == 6
     # Exactly: the same tree (no leaf dropped or renamed) and bit-identical leaves.
     assert jax.tree.structure(full) == jax.tree.structure(resumed)
