@@ -132,6 +132,26 @@ def test_a_gate_exponent_below_one_charges_small_openings_more_per_unit():
     assert np.all(np.diff(slopes) < 0) and slopes[0] > 4 * slopes[-1], slopes
 
 
+def _g_loss_args(real, fake):
+    """g_loss's leading arguments for 4 images of 3 groups, with a generator that returns its
+    input and a discriminator that outputs zeros: the guide terms are all that varies."""
+    target, source_code = jnp.array([0, 1, 2, 1]), jax.nn.one_hot(jnp.array([1, 0, 0, 2]), 3)
+    outputs = steps.AgingOutputs(fake, fake.mean(axis=(1, 2)), None)
+    generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
+    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
+    return (outputs, {"aging": None}, None, generate, discriminate, real, source_code, target)
+
+
+def _assert_the_step_wants_a_guide_when(weight: str):
+    """make_train_step refuses to build without a guide when config.loss.<weight> is above 0."""
+    config = config_lib.tiny(config_lib.base_config())
+    optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
+    _, graphs = train_state.abstract_state(config, GROUPS, optimizers)
+    config.loss[weight] = 1.0
+    with pytest.raises(ValueError, match=weight):
+        steps.make_train_step(config, graphs, optimizers, GROUPS)
+
+
 def test_age_guide_adds_its_cross_entropy_for_the_target_group():
     """With a frozen guide, G's loss gains loss.age_guide x the guide's cross entropy of the fakes
     for their target groups (and its accuracy is reported); make_train_step wants a guide exactly
@@ -139,13 +159,10 @@ def test_age_guide_adds_its_cross_entropy_for_the_target_group():
     rng = np.random.default_rng(0)
     real = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
     fake = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
-    target, source_code = jnp.array([0, 1, 2, 1]), jax.nn.one_hot(jnp.array([1, 0, 0, 2]), 3)
-    outputs = steps.AgingOutputs(fake, fake.mean(axis=(1, 2)), None)
-    generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
-    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
     guide = lambda x: x.mean(axis=(1, 2)) * 10  # logits: the mean of each colour channel
     w = steps.LossWeights(age_guide=2.5)
-    args = (outputs, {"aging": None}, None, generate, discriminate, real, source_code, target)
+    args = _g_loss_args(real, fake)
+    target = args[-1]
     without, _ = steps.g_loss(*args, w)
     total, metrics = steps.g_loss(*args, w, guide)
     logits = np.asarray(guide(fake), np.float64)
@@ -155,12 +172,7 @@ def test_age_guide_adds_its_cross_entropy_for_the_target_group():
     np.testing.assert_allclose(total - without, 2.5 * expected, rtol=1e-5)
     np.testing.assert_allclose(metrics["g/age_guide_accuracy_fake"],
                                (logits.argmax(-1) == np.asarray(target)).mean())
-    config = config_lib.tiny(config_lib.base_config())
-    optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
-    _, graphs = train_state.abstract_state(config, GROUPS, optimizers)
-    config.loss.age_guide = 1.0
-    with pytest.raises(ValueError, match="age_guide"):
-        steps.make_train_step(config, graphs, optimizers, GROUPS)
+    _assert_the_step_wants_a_guide_when("age_guide")
 
 
 def test_attribute_guide_charges_the_change_of_its_reading_from_input_to_fake():
@@ -192,22 +204,12 @@ def test_attribute_guide_charges_the_change_of_its_reading_from_input_to_fake():
     assert float(jnp.abs(grad_real).max()) == 0.0
     assert float(jnp.abs(jax.grad(lambda f: steps.attribute_change(reader, real, f)[0])(fake)).max()) > 0
 
-    target, source_code = jnp.array([0, 1, 2, 1]), jax.nn.one_hot(jnp.array([1, 0, 0, 2]), 3)
-    outputs = steps.AgingOutputs(fake, fake.mean(axis=(1, 2)), None)
-    generate = lambda p, x, c: (x, x.mean(axis=(1, 2)))
-    discriminate = lambda p, x: (jnp.zeros((len(x), 3)), jnp.zeros((len(x), 3)))
-    w = steps.LossWeights(attribute_guide=0.4)
-    args = (outputs, {"aging": None}, None, generate, discriminate, real, source_code, target, w)
+    args = (*_g_loss_args(real, fake), steps.LossWeights(attribute_guide=0.4))
     without, _ = steps.g_loss(*args)
     total, metrics = steps.g_loss(*args, attributes=reader)
     np.testing.assert_allclose(metrics["g/attribute_guide"], expected, rtol=1e-4)
     np.testing.assert_allclose(total - without, 0.4 * expected, rtol=1e-4)
-    config = config_lib.tiny(config_lib.base_config())
-    optimizers = Optimizers(optax.sgd(1.0), optax.sgd(1.0))
-    _, graphs = train_state.abstract_state(config, GROUPS, optimizers)
-    config.loss.attribute_guide = 1.0
-    with pytest.raises(ValueError, match="attribute_guide"):
-        steps.make_train_step(config, graphs, optimizers, GROUPS)
+    _assert_the_step_wants_a_guide_when("attribute_guide")
 
 
 def test_ema_update_warms_up_then_uses_the_decay():
