@@ -59,17 +59,15 @@ AGE = Guide("age_guide", "source", 7919)
 ATTRIBUTES = Guide("attribute_guide", "attributes", 7927)
 
 
-def split_heads(logits, heads) -> list:
-    """(N, sum(heads)) logits -> one (N, classes) array per head."""
-    return jnp.split(logits, np.cumsum(heads)[:-1], axis=-1)
+def _per_head(labels):
+    """(N,) or (N, heads) labels -> (N, heads)."""
+    return labels.reshape(labels.shape[0], -1)
 
 
 def _loss_of_logits(heads):
     def loss(logits, labels):
-        if len(heads) == 1:
-            return losses.classification(logits, labels)
-        return sum(losses.classification(part, labels[:, i])
-                   for i, part in enumerate(split_heads(logits, heads)))
+        return sum(losses.classification(part, _per_head(labels)[:, i])
+                   for i, part in enumerate(losses.split_heads(logits, heads)))
     return loss
 
 
@@ -89,33 +87,23 @@ def train_guide(config: ml_collections.ConfigDict, workdir: str, guide: Guide = 
     small_models.save_params(getattr(Workdir(workdir), guide.section), g.steps, params)
     held_out = input_pipeline.open_split(builder, input_pipeline.held_out_split(builder), schedule)
     batch = input_pipeline.sample_batch(held_out, config.eval.num_images, config.image_size)
-    if guide is AGE:
-        metrics = {"age_guide_accuracy_held_out": accuracy(graph, params, batch["image"],
-                                                           batch["source"])}
-    else:
-        metrics = {f"attribute_guide_accuracy_held_out_{name}": value for name, value in zip(
-            input_pipeline.ATTRIBUTES, head_accuracies(graph, params, heads, batch["image"],
-                                                       batch["attributes"]))}
+    suffixes = [""] if guide is AGE else [f"_{name}" for name in input_pipeline.ATTRIBUTES]
+    accuracies = head_accuracies(graph, params, heads, batch["image"], batch[guide.label])
+    metrics = {f"{guide.section}_accuracy_held_out{suffix}": value
+               for suffix, value in zip(suffixes, accuracies)}
     metrics["num_images"] = int(len(batch["source"]))
     logging.info("%s on held-out real images: %s", guide.what, metrics)
     return metrics
 
 
-def _logits(graph, params, images_uint8) -> np.ndarray:
-    return np.asarray(jax.jit(lambda p, x: nnx.merge(graph, p)(pixels.to_float(x, jnp.float32)))(
-        params, images_uint8))
-
-
-def accuracy(graph, params, images_uint8, groups) -> float:
-    """Share of ``images_uint8`` the age guide puts in their ``groups``."""
-    return float((_logits(graph, params, images_uint8).argmax(-1) == np.asarray(groups)).mean())
-
-
 def head_accuracies(graph, params, heads, images_uint8, labels) -> list[float]:
-    """Per head of a guide, the share of ``images_uint8`` it reads as their ``labels[:, head]``."""
-    parts = split_heads(_logits(graph, params, images_uint8), heads)
-    return [float((np.asarray(p).argmax(-1) == np.asarray(labels)[:, i]).mean())
-            for i, p in enumerate(parts)]
+    """Per head of a guide, the share of ``images_uint8`` it reads as their label for that head
+    (``labels``: (N,) for one head, else (N, heads))."""
+    logits = jax.jit(lambda p, x: nnx.merge(graph, p)(pixels.to_float(x, jnp.float32)))(
+        params, images_uint8)
+    labels = _per_head(np.asarray(labels))
+    return [float(losses.accuracy(part, labels[:, i]))
+            for i, part in enumerate(losses.split_heads(logits, heads))]
 
 
 def load_guide(config: ml_collections.ConfigDict, workdir: str, num_groups: int,
@@ -127,10 +115,8 @@ def load_guide(config: ml_collections.ConfigDict, workdir: str, num_groups: int,
 
 
 def untrained(config: ml_collections.ConfigDict, num_groups: int, guide: Guide = AGE):
-    """(graph, params) of a freshly initialised ``guide``, or None when its loss weight is 0:
-    for benchmarks that time or trace the train step (its cost does not depend on the weights)."""
-    if config.loss[guide.section] <= 0:
-        return None
+    """(graph, params) of a freshly initialised ``guide``: for benchmarks that time or trace the
+    train step (its cost does not depend on the weights)."""
     return nnx.split(_make_model(config, guide, num_groups, config.seed + guide.seed_offset))
 
 

@@ -24,6 +24,12 @@ def classification(logits, groups):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), groups).mean()
 
 
+def split_heads(logits, heads):
+    """(N, sum(heads)) logits of several classifier heads -> one (N, classes) array per head."""
+    bounds = [sum(heads[:i + 1]) for i in range(len(heads) - 1)]
+    return jnp.split(logits, bounds, axis=-1)
+
+
 def accuracy(logits, groups):
     return (jnp.argmax(logits, axis=-1) == groups).mean()
 

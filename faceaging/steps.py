@@ -160,9 +160,8 @@ def attribute_change(attributes: ReadAttributes, real, fake):
     class agrees, averaged over heads)."""
     both = attributes.logits(jnp.concatenate([real, fake.astype(real.dtype)])).astype(jnp.float32)
     n = real.shape[0]
-    splits = [sum(attributes.heads[:i + 1]) for i in range(len(attributes.heads) - 1)]
     kl, agreement = 0.0, 0.0
-    for part in jnp.split(both, splits, axis=-1):
+    for part in losses.split_heads(both, attributes.heads):
         log_p = jax.lax.stop_gradient(jax.nn.log_softmax(part[:n]))
         log_q = jax.nn.log_softmax(part[n:])
         kl = kl + jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
@@ -204,7 +203,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     ``guide``: (graph, params) of the frozen age guide, required when ``config.loss.age_guide``
     is above 0 (``age_guide.load_or_train``); its parameters are constants of the step.
     ``attribute_guide``: (graph, params, classes per head) of the frozen attribute guide, required
-    when ``config.loss.attribute_guide`` is above 0 (``age_guide.load_or_train_if_used``).
+    when ``config.loss.attribute_guide`` is above 0 (``age_guide.for_step`` gives both).
     """
     if r1 not in R1_SCHEDULES:
         raise ValueError(f"r1={r1!r}: expected one of {R1_SCHEDULES}")
@@ -214,7 +213,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                          "it is above 0 (faceaging.age_guide.load_or_train)")
     if (w.attribute_guide > 0) != (attribute_guide is not None):
         raise ValueError(f"config.loss.attribute_guide={w.attribute_guide} needs an attribute "
-                         "guide exactly when it is above 0 (faceaging.age_guide.load_or_train)")
+                         "guide exactly when it is above 0 (faceaging.age_guide.for_step)")
     classify = None if guide is None else (lambda images: nnx.merge(guide[0], guide[1])(images))
     attributes = None if attribute_guide is None else ReadAttributes(
         lambda images: nnx.merge(attribute_guide[0], attribute_guide[1])(images),
