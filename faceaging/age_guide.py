@@ -76,14 +76,17 @@ def _make_model(config: ml_collections.ConfigDict, guide: Guide, num_groups: int
                                 rngs=nnx.Rngs(seed))
 
 
-def train_guide(config: ml_collections.ConfigDict, workdir: str, guide: Guide = AGE) -> dict:
-    """Trains ``guide`` on the training split, saves it, returns its held-out accuracy per head."""
+def train_guide(config: ml_collections.ConfigDict, workdir: str, guide: Guide = AGE,
+                check_stop=None) -> dict:
+    """Trains ``guide`` on the training split, saves it, returns its held-out accuracy per head
+    (``check_stop``: see ``small_models.fit``; a stop saves nothing)."""
     g = config[guide.section]
     num_groups = schedules.get_schedule(config.data.schedule).num_groups
     heads = guide.heads(num_groups)
     builder, schedule, graph, params = small_models.fit_on_training_images(
         config, _make_model(config, guide, num_groups, config.seed + guide.seed_offset),
-        guide.label, g.steps, g.batch_size, g.learning_rate, _loss_of_logits(heads), guide.what)
+        guide.label, g.steps, g.batch_size, g.learning_rate, _loss_of_logits(heads), guide.what,
+        check_stop)
     small_models.save_params(getattr(Workdir(workdir), guide.section), g.steps, params)
     held_out = input_pipeline.open_split(builder, input_pipeline.held_out_split(builder), schedule)
     batch = input_pipeline.sample_batch(held_out, config.eval.num_images, config.image_size)
@@ -121,7 +124,7 @@ def untrained(config: ml_collections.ConfigDict, num_groups: int, guide: Guide =
 
 
 def load_or_train(config: ml_collections.ConfigDict, workdir: str, num_groups: int,
-                  guide: Guide = AGE):
+                  guide: Guide = AGE, check_stop=None):
     """The ``guide`` of ``workdir``, trained first if it has none (one process only: on several,
     each would train on its own rows of the batches and hold a different guide)."""
     folder = getattr(Workdir(workdir), guide.section)
@@ -131,21 +134,23 @@ def load_or_train(config: ml_collections.ConfigDict, workdir: str, num_groups: i
                              f"train it first on one process with --mode={guide.mode}")
         logging.info("Training the %s (%d steps) before the GAN.", guide.what,
                      config[guide.section].steps)
-        train_guide(config, workdir, guide)
+        train_guide(config, workdir, guide, check_stop)
     return load_guide(config, workdir, num_groups, guide)
 
 
-def for_step(config: ml_collections.ConfigDict, num_groups: int, workdir: str | None = None):
+def for_step(config: ml_collections.ConfigDict, num_groups: int, workdir: str | None = None,
+             check_stop=None):
     """``make_train_step``'s guide arguments: {'guide': (graph, params) or None,
     'attribute_guide': (graph, params, classes per head) or None}, each None when its loss
     weight is 0, loaded (trained first if missing) from ``workdir``, or untrained without one
-    (benchmarks that time or trace the step: its cost does not depend on the weights)."""
+    (benchmarks that time or trace the step: its cost does not depend on the weights).
+    ``check_stop``: see ``small_models.fit`` (the training loop stops a guide's training with it)."""
     def get(guide):
         if config.loss[guide.section] <= 0:
             return None
         if workdir is None:
             return untrained(config, num_groups, guide)
-        return load_or_train(config, workdir, num_groups, guide)
+        return load_or_train(config, workdir, num_groups, guide, check_stop)
     attribute = get(ATTRIBUTES)
     return {"guide": get(AGE), "attribute_guide": None if attribute is None
             else (*attribute, ATTRIBUTES.heads(num_groups))}

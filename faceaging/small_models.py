@@ -31,10 +31,13 @@ class ConvNet(nnx.Module):
         return self.head(h.mean(axis=(1, 2)))
 
 
-def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str):
+def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str,
+        check_stop=None):
     """Trains ``params`` with AdamW on (uint8 images, labels) ``batches``; returns the params.
 
     ``loss_of_logits(logits, labels)`` is the scalar loss; progress is logged ten times.
+    ``check_stop(doing)``, when given, is called before each step and may raise to stop it
+    (``stopping.StopRequests.check_before_the_loop``).
     """
     optimizer = optax.adamw(learning_rate)
     opt_state = optimizer.init(params)
@@ -49,6 +52,8 @@ def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str)
 
     total = len(batches)
     for step, (images, labels) in enumerate(batches, 1):
+        if check_stop is not None:
+            check_stop(f"training the {what}")
         params, opt_state, loss = train_step(params, opt_state, images, labels)
         if step % max(1, total // 10) == 0:
             logging.info("%s step %d/%d: loss %.4f", what, step, total, float(loss))
@@ -56,9 +61,10 @@ def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str)
 
 
 def fit_on_training_images(config, model: nnx.Module, label: str, steps: int, batch_size: int,
-                           learning_rate: float, loss_of_logits, what: str):
+                           learning_rate: float, loss_of_logits, what: str, check_stop=None):
     """Trains ``model`` on the training split of ``config``'s dataset, labels from the batches'
-    ``label`` field ('age' or 'source', the age group). -> (builder, schedule, graph, params)."""
+    ``label`` field ('age' or 'source', the age group; ``check_stop``: see ``fit``).
+    -> (builder, schedule, graph, params)."""
     schedule = schedules.get_schedule(config.data.schedule)
     builder = datasets.prepare(config)
     source = input_pipeline.open_split(builder, "train", schedule)
@@ -70,7 +76,8 @@ def fit_on_training_images(config, model: nnx.Module, label: str, steps: int, ba
         return batch["image"], batch[label]
 
     graph, params = nnx.split(model)
-    params = fit(graph, params, learning_rate, loss_of_logits, Batches(draw, steps), what)
+    params = fit(graph, params, learning_rate, loss_of_logits, Batches(draw, steps), what,
+                 check_stop)
     return builder, schedule, graph, params
 
 

@@ -5,7 +5,9 @@ The first signal only sets a request; the loop saves at the step it is on and ra
 failure, run me again" in sysexits.h), so requeue scripts can tell a stop worth resuming from
 success (0) and from an error (1). A second Ctrl-C aborts at once (KeyboardInterrupt). Orbax's
 preemption notice (``reached_preemption``) is honoured too. In a multi-process run the processes
-share their requests every step, so all stop at the same step.
+share their requests every step, so all stop at the same step. A request while a frozen guide
+trains (before the loop's first step) stops that training at once and saves nothing: the next run
+trains the guide again.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """Training stopped early on request, after saving the checkpoint of ``step``."""
+    """Training stopped early on request: after saving the checkpoint of ``step``, or, when
+    ``step`` is None, while ``doing`` the work before the first step (a guide's training), with
+    nothing new saved."""
 
-    def __init__(self, step: int, reason: str):
-        super().__init__(f"stopped at step {step} ({reason}) after saving its checkpoint; run the "
-                         "same command again to resume")
+    def __init__(self, step: int | None, reason: str, doing: str = ""):
+        if step is None:
+            stopped = f"stopped while {doing} ({reason}), before the first step; nothing new was saved"
+        else:
+            stopped = f"stopped at step {step} ({reason}) after saving its checkpoint"
+        super().__init__(f"{stopped}; run the same command again to resume")
         self.step = step
         self.reason = reason
 
@@ -55,6 +62,13 @@ class StopRequests:
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+    def check_before_the_loop(self, doing: str) -> None:
+        """Raises ``Preempted`` now if a stop was requested: for the work before the loop's first
+        step (training a guide), which would otherwise run to its end before anyone asks. One
+        process only (guides are trained on one), so no agreement between processes is needed."""
+        if self.reason is not None:
+            raise Preempted(None, self.reason, doing)
 
     def requested(self, step: int, manager) -> bool:
         """Whether to stop after ``step``: a signal here, Orbax's preemption notice, or (in a

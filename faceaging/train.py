@@ -166,7 +166,8 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
     if jax.process_index() == 0:
         config_lib.save(config, run_dir.config)
 
-    guides = age_guide.for_step(config, schedule.num_groups, run_dir.root)
+    guides = age_guide.for_step(config, schedule.num_groups, run_dir.root,
+                                stop_requests.check_before_the_loop)
     train_step = jax.jit(
         steps.make_train_step(config, graphs, optimizers, schedule.num_groups, **guides),
         in_shardings=(shardings, data_sharded), out_shardings=(shardings, replicated),

@@ -23,7 +23,7 @@ from PIL import Image
 import pytest
 
 from faceaging import checkpointing, config as config_lib, input_pipeline, run as run_lib
-from faceaging import stopping, train, workdir_lock
+from faceaging import small_models, stopping, train, workdir_lock
 from faceaging.datasets import utkface
 from faceaging.workdir import Workdir
 from helpers import ROOT, main_in_process, start_cli, subprocess_env, wait_for_line, write_utkface_folder
@@ -162,6 +162,31 @@ def test_sigint_saves_the_current_step_and_raises_preempted(fault_dirs, trained,
         train.train_and_evaluate(tiny_config(fault_dirs, steps=10_000, checkpoint_every=10_000),
                                  workdir)
     assert steps_in(workdir) == [3, 6, 9] and not unfinished_in(workdir)
+    assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))  # released
+
+
+def test_a_stop_while_a_guide_trains_ends_its_training_at_once_and_saves_nothing(
+        fault_dirs, tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(fault_dirs)
+    config.loss.age_guide = 1.0
+    config.age_guide.steps = 2_000  # minutes of training if the request were left for the loop
+
+    class SignalOnThirdBatch(small_models.Batches):
+        def __iter__(self):
+            for i, batch in enumerate(super().__iter__()):
+                if i == 2:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+    monkeypatch.setattr(small_models, "Batches", SignalOnThirdBatch)
+    with pytest.raises(stopping.Preempted, match="while training the age guide .SIGTERM., before "
+                       "the first step; nothing new was saved") as stopped:
+        train.train_and_evaluate(config, workdir)
+    assert stopped.value.step is None
+    run_dir = Workdir(workdir)
+    assert not os.path.isdir(run_dir.age_guide) or not os.listdir(run_dir.age_guide)
+    assert not os.path.isdir(run_dir.checkpoints) or not steps_in(workdir)
     assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))  # released
 
 
