@@ -76,8 +76,8 @@ def get_config(arg: str = ""):
         # the gate charged by the square root of each pixel's opening: three seeds each, trait
         # agreement 91.7%-94.4% -> 95.0%-96.3% (higher in every seed) and ground-truth L1
         # 0.67x-0.69x -> 0.63x-0.69x the input's; 0-9 landmark error 0.50-0.61 -> 0.56-0.68 px
-        # (input 1.40). At the quick start's 900 steps the pair slows aging (0.94x), so the
-        # quick start keeps neither (benchmarks/RESULTS.md).
+        # (input 1.40). At the quick start's 900 steps the pair did worse (ground-truth L1
+        # 0.84x -> 0.94x), so the quick start keeps neither (benchmarks/RESULTS.md).
         c.loss.update(dict(attribute_guide=1.0, gate_exponent=0.5))
         c.train.update(dict(steps=4500, sample_every=500, checkpoint_every=500))
     elif arg:
