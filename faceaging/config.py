@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.0
     c.optim.b2 = 0.99
     c.optim.ema_decay = 0.999
+    # Both learning rates fall linearly to 0 from this fraction of train.steps to its end
+    # (1.0: constant). The decay follows train.steps: raising it on resume moves the decay.
+    c.optim.decay_from = 1.0
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.num_devices = -1  # data-parallel devices; -1 uses every device

@@ -123,6 +123,8 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
         check(field, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
     for field, value in _fields(config, "optim", ("b1", "b2", "ema_decay")):
         check(field, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    check("optim.decay_from", config.optim.decay_from, lambda v: 0 <= v <= 1,
+          "a fraction of train.steps in [0, 1] (1: constant learning rates)")
 
     train = config.train
     for field, value in _fields(config, "train", ("batch_size", "steps", "log_every",

@@ -30,7 +30,8 @@ import optax
 
 from faceaging import losses
 from faceaging.pixels import to_float, to_uint8
-from faceaging.train_state import Graphs, Optimizers, TrainState, restoring_params
+from faceaging.train_state import (Graphs, Optimizers, TrainState, learning_rate_factor,
+                                   restoring_params)
 
 __all__ = ["LossWeights", "AgingOutputs", "d_loss", "r1_loss", "g_loss", "ema_update",
            "make_train_step", "make_age_all_groups"]
@@ -169,6 +170,11 @@ def attribute_change(attributes: ReadAttributes, real, fake):
     return kl, agreement / len(attributes.heads)
 
 
+def scale_updates(updates, factor):
+    """Optimizer updates times ``factor`` (a scalar), each leaf keeping its dtype."""
+    return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+
+
 def ema_update(ema_params, params, step, decay: float):
     """EMA of ``params`` with a warm-up: the decay is min(decay, (1 + step) / (10 + step))."""
     d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
@@ -256,9 +262,10 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         apply_r1 = state.step % w.r1_every == 0
         (d_total, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
             state.d_params, real, jax.lax.stop_gradient(outputs.fake), source, target, apply_r1)
+        rate = learning_rate_factor(state.step, config.train.steps, config.optim.decay_from)
         d_updates, d_opt_state = optimizers.discriminator.update(d_grads, state.d_opt_state,
                                                                  state.d_params)
-        d_params = optax.apply_updates(state.d_params, d_updates)
+        d_params = optax.apply_updates(state.d_params, scale_updates(d_updates, rate))
 
         # 3. Generator update against the updated discriminator: the loss's gradient through
         #    the aging pass's outputs, pulled back, plus its direct gradient (the restoring pass,
@@ -271,7 +278,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         g_grads = {**direct_grads, "aging": jax.tree.map(jnp.add, aging_grads, direct_grads["aging"])}
         g_updates, g_opt_state = optimizers.generator.update(g_grads, state.g_opt_state,
                                                              state.g_params)
-        g_params = optax.apply_updates(state.g_params, g_updates)
+        g_params = optax.apply_updates(state.g_params, scale_updates(g_updates, rate))
 
         # 4. EMA; skip the whole update if any loss, gradient or new parameter is not finite.
         ema = ema_update(state.ema_params, g_params, state.step, config.optim.ema_decay)
@@ -282,7 +289,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                                 d_opt_state=d_opt_state, ema_params=ema)
         new_state = _select(finite, updated, state).replace(
             step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-        metrics = {**d_metrics, **g_metrics, "g/total": g_total, "grad_norm/g": g_norm,
+        metrics = {**d_metrics, **g_metrics, "g/total": g_total, "learning_rate_factor": rate,
+                   "grad_norm/g": g_norm,
                    "grad_norm/d": d_norm, "nonfinite_steps": new_state.nonfinite_steps,
                    "skipped": (~finite).astype(jnp.float32)}
         return new_state, metrics

@@ -41,9 +41,26 @@ class Optimizers(NamedTuple):
 
 
 def make_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
+    """Adam at the configured rates; ``learning_rate_factor`` scales both rates per step."""
     o = config.optim
     return Optimizers(optax.adam(o.g_learning_rate, b1=o.b1, b2=o.b2),
                       optax.adam(o.d_learning_rate, b1=o.b1, b2=o.b2))
+
+
+def learning_rate_factor(step, total_steps: int, decay_from: float):
+    """The factor on both learning rates at ``step``: 1 until ``decay_from * total_steps``,
+    then falling linearly to 0 at ``total_steps`` (and 0 after it); ``decay_from=1`` keeps
+    the rates constant.
+
+    Adam's update is linear in its learning rate, so the train step multiplies the updates by
+    this factor instead of giving optax a schedule: the optimizer state is the same with and
+    without the decay, and a checkpoint resumes under either.
+    """
+    start = decay_from * total_steps
+    if start >= total_steps:
+        return jnp.ones((), jnp.float32)
+    left = (total_steps - jnp.asarray(step, jnp.float32)) / (total_steps - start)
+    return jnp.clip(left, 0.0, 1.0)
 
 
 def restoring_params(g_params: dict):

@@ -329,3 +329,48 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7, err_msg=name)
     np.testing.assert_allclose(metrics["grad_norm/g"], optax.tree.norm(expected), rtol=1e-4)
     assert float(metrics["d/r1"]) == 0.0
+
+
+def test_learning_rates_fall_linearly_to_zero_from_decay_from():
+    factor = lambda step, decay_from: float(train_state.learning_rate_factor(step, 100, decay_from))
+    assert [factor(s, 0.6) for s in (0, 60, 80, 99, 100, 150)] == pytest.approx(
+        [1.0, 1.0, 0.5, 0.025, 0.0, 0.0])
+    assert [factor(s, 1.0) for s in (0, 99, 100, 150)] == [1.0] * 4
+    assert factor(0, 0.0) == 1.0 and factor(50, 0.0) == pytest.approx(0.5)
+
+
+def test_the_step_scales_both_updates_by_the_learning_rate_factor():
+    """At step 7 of 8 with ``decay_from=0.5`` both rates are a quarter of the configured ones:
+    from the same state and batch, D moves a quarter as far as with constant rates, and so does
+    G when D is held still (G's gradient is taken against the updated D)."""
+    config = config_lib.tiny(config_lib.base_config())
+    config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
+                        style_dim=8, disc_channels=(8,))
+    config.train.steps = 8
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+             "source": np.array([0, 1, 2, 0], np.int32), "target": np.array([1, 2, 0, 2], np.int32)}
+
+    def moves(part, decay_from, optimizers):
+        abstract, graphs = train_state.abstract_state(config, GROUPS, optimizers)
+        one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        state = train_state.create_train_state(config, GROUPS, optimizers,
+                                               train_state.state_shardings(abstract, one_device))
+        state = state.replace(step=jnp.asarray(7, jnp.int32))
+        config.optim.decay_from = decay_from
+        step = jax.jit(steps.make_train_step(config, graphs, optimizers, GROUPS, r1="never"))
+        new, metrics = step(state, batch)
+        assert int(new.nonfinite_steps) == 0
+        deltas = [np.asarray(b) - np.asarray(a)
+                  for a, b in zip(jax.tree.leaves(getattr(state, part)),
+                                  jax.tree.leaves(getattr(new, part)))]
+        return deltas, float(metrics["learning_rate_factor"])
+
+    both_move = Optimizers(generator=optax.sgd(1.0), discriminator=optax.sgd(1.0))
+    d_still = Optimizers(generator=optax.sgd(1.0), discriminator=optax.set_to_zero())
+    for part, optimizers in (("d_params", both_move), ("g_params", d_still)):
+        (full, full_rate), (quarter, quarter_rate) = (moves(part, d, optimizers) for d in (1.0, 0.5))
+        assert (full_rate, quarter_rate) == (1.0, 0.25)
+        assert max(np.abs(d).max() for d in full) > 1e-3, part
+        for f, q in zip(full, quarter):
+            np.testing.assert_allclose(q, 0.25 * f, rtol=1e-3, atol=1e-6, err_msg=part)
