@@ -50,8 +50,9 @@ class StopRequests:
         name = signal.Signals(signum).name
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
-        logging.warning("Received %s: saving a checkpoint at the current step, then stopping "
-                        "(exit code %d).", name, EXIT_PREEMPTED)
+        logging.warning("Received %s: stopping (exit code %d) after saving the current step's "
+                        "checkpoint; before the first step (a guide training), at once with "
+                        "nothing saved.", name, EXIT_PREEMPTED)
         self.reason = self.reason or name
 
     def __enter__(self) -> "StopRequests":
