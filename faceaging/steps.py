@@ -290,8 +290,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         new_state = _select(finite, updated, state).replace(
             step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
         metrics = {**d_metrics, **g_metrics, "g/total": g_total, "learning_rate_factor": rate,
-                   "grad_norm/g": g_norm,
-                   "grad_norm/d": d_norm, "nonfinite_steps": new_state.nonfinite_steps,
+                   "grad_norm/g": g_norm, "grad_norm/d": d_norm,
+                   "nonfinite_steps": new_state.nonfinite_steps,
                    "skipped": (~finite).astype(jnp.float32)}
         return new_state, metrics
 
