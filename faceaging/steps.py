@@ -170,11 +170,6 @@ def attribute_change(attributes: ReadAttributes, real, fake):
     return kl, agreement / len(attributes.heads)
 
 
-def scale_updates(updates, factor):
-    """Optimizer updates times ``factor`` (a scalar), each leaf keeping its dtype."""
-    return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
-
-
 def ema_update(ema_params, params, step, decay: float):
     """EMA of ``params`` with a warm-up: the decay is min(decay, (1 + step) / (10 + step))."""
     d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
@@ -265,7 +260,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         rate = learning_rate_factor(state.step, config.train.steps, config.optim.decay_from)
         d_updates, d_opt_state = optimizers.discriminator.update(d_grads, state.d_opt_state,
                                                                  state.d_params)
-        d_params = optax.apply_updates(state.d_params, scale_updates(d_updates, rate))
+        d_params = optax.apply_updates(state.d_params, optax.tree.scale(rate, d_updates))
 
         # 3. Generator update against the updated discriminator: the loss's gradient through
         #    the aging pass's outputs, pulled back, plus its direct gradient (the restoring pass,
@@ -278,7 +273,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         g_grads = {**direct_grads, "aging": jax.tree.map(jnp.add, aging_grads, direct_grads["aging"])}
         g_updates, g_opt_state = optimizers.generator.update(g_grads, state.g_opt_state,
                                                              state.g_params)
-        g_params = optax.apply_updates(state.g_params, scale_updates(g_updates, rate))
+        g_params = optax.apply_updates(state.g_params, optax.tree.scale(rate, g_updates))
 
         # 4. EMA; skip the whole update if any loss, gradient or new parameter is not finite.
         ema = ema_update(state.ema_params, g_params, state.step, config.optim.ema_decay)
