@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.disc_channels = (128, 256, 256, 256, 256)
     c.model.share_generators = False
     c.model.residual_output = False  # decoder outputs a change to the input (see models.Generator)
+    # Where that change is added: "tanh" (tanh(atanh(x) + change): saturated pixels, white or
+    # black hair, barely move) or "linear" (x + change, clipped to [-1, 1]).
+    c.model.residual_space = "tanh"
     c.model.spatial_age = False  # age code also joins the bottleneck at every position (models.SpatialAge)
     c.model.output_mask = False  # a learned per-pixel gate between the input and the change (models.Generator)
     # Largest shift of a learned smooth warp of the input (models.WarpHead), as a fraction of

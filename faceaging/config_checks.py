@@ -22,6 +22,7 @@ DATASETS = ("utk_face", "synth_faces")
 TARGET_SAMPLING = ("uniform", "frequency")
 IDENTITY_ENCODERS = ("restoring", "aging")  # loss.identity_encoder (faceaging.steps.g_loss)
 IDENTITY_DISTANCES = ("l1", "cosine")  # loss.identity_distance
+RESIDUAL_SPACES = ("tanh", "linear")  # model.residual_space (faceaging.models.Generator)
 
 # Fields whose change makes a checkpoint unusable: parameter shapes or what each group means.
 INCOMPATIBLE = ("image_size", "model.", "data.name", "data.schedule")
@@ -107,6 +108,8 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
           lambda v: v in IDENTITY_ENCODERS, f"one of {', '.join(IDENTITY_ENCODERS)}")
     check("loss.identity_distance", config.loss.identity_distance,
           lambda v: v in IDENTITY_DISTANCES, f"one of {', '.join(IDENTITY_DISTANCES)}")
+    check("model.residual_space", model.residual_space, lambda v: v in RESIDUAL_SPACES,
+          f"one of {', '.join(RESIDUAL_SPACES)}")
     check("model.gate_bias", model.gate_bias, math.isfinite, "a finite number")
     check("loss.gate_exponent", config.loss.gate_exponent, lambda v: math.isfinite(v) and v > 0,
           "a finite number > 0")

@@ -300,9 +300,13 @@ class Decoder(nnx.Module):
 class Generator(nnx.Module):
     """Encoder + age modulator + decoder.
 
-    With ``residual_output`` the decoder's output is a change added to the input in pre-tanh
-    space, ``tanh(atanh(x) + delta)``: the encoder-decoder only has to produce what aging
-    changes, which trains much faster on small budgets.
+    With ``residual_output`` the decoder's output is a change added to the input: the
+    encoder-decoder only has to produce what aging changes, which trains much faster on small
+    budgets. ``residual_space`` says where: ``"tanh"``, ``tanh(atanh(x) + delta)``, whose
+    gradient ``1 - out**2`` all but vanishes on saturated pixels (white hair to be darkened, black
+    hair to be greyed), or ``"linear"``, ``x + delta`` clipped to [-1, 1]: a full gradient inside
+    the range, none for pushing past it (a straight-through clip let G push the change without
+    bound: the generator's gradient norm reached 1e6 by step 300).
 
     With ``output_mask`` the decoder also outputs a per-pixel gate ``m`` in (0, 1) and the result
     is ``x + m * (g - x)`` for its image ``g``: where the gate closes (background, anything age
@@ -329,6 +333,7 @@ class Generator(nnx.Module):
                                    cfg.warp_max_shift, dtype=dtype, rngs=rngs)
                           if cfg.warp_max_shift > 0 else None)
         self.residual_output = cfg.residual_output
+        self.residual_space = cfg.residual_space
         self.output_mask = cfg.output_mask
 
     def __call__(self, images, age_code):
@@ -355,9 +360,12 @@ class Generator(nnx.Module):
         out = self.decoder(identity, style, x)
         if self.output_mask:
             out, gate_logit = out[..., :3], out[..., 3:]
-        if self.residual_output:
-            out = out + jnp.arctanh(jnp.clip(x, -RESIDUAL_CLIP, RESIDUAL_CLIP))
-        out = jnp.tanh(out)
+        if not self.residual_output:
+            out = jnp.tanh(out)
+        elif self.residual_space == "linear":
+            out = jnp.clip(x + out, -1.0, 1.0)
+        else:
+            out = jnp.tanh(out + jnp.arctanh(jnp.clip(x, -RESIDUAL_CLIP, RESIDUAL_CLIP)))
         if not self.output_mask:
             return Decoded(out, None, x)
         gate = jax.nn.sigmoid(gate_logit)

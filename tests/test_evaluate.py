@@ -111,6 +111,10 @@ def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weigh
     assert [matrix[i][i] for i in range(6)] == [None] * 6
     assert report["mean"]["age_group_accuracy"] == pytest.approx(
         np.mean([v for row in matrix for v in row if v is not None]))  # equal cells per pair
+    by_source = report["trait_agreement_by_source_group"]  # equal cells per source group
+    assert set(by_source) == set(report["groups"]) and set(by_source["70+"]) == set(trait_classifier.TRAITS)
+    assert report["mean"]["trait_agreement"] == pytest.approx(
+        np.mean([list(kept.values()) for kept in by_source.values()]))
     assert report["mean"]["gt_l1_ratio"] == pytest.approx(
         report["mean"]["gt_l1"] / report["mean"]["gt_l1_baseline_input"])
     for key in without_weights["mean"]:  # the weights add metrics, they change none

@@ -98,6 +98,33 @@ def residual_generator(**model):
     return generators["aging"], x, jax.nn.one_hot(jnp.array([0, 3]), 4)
 
 
+def test_linear_residual_moves_saturated_pixels_and_stays_in_range():
+    """White hair darkened: in tanh space the change's gradient all but vanishes on a saturated
+    pixel; added linearly it passes whole, and the output stays in [-1, 1] either way."""
+    white = jnp.full((2, 32, 32, 3), 0.99)
+    codes = jax.nn.one_hot(jnp.array([0, 3]), 4)
+
+    def per_pixel_gradient(space):
+        aging = residual_generator(residual_space=space)[0]
+        assert float(jnp.abs(aging(white, codes)[0] - white).max()) < 1e-4  # the identity map
+        graph, params, rest = nnx.split(aging, nnx.Param, ...)
+
+        def darkness(p):  # d(sum of outputs)/d(the change's bias), per output value
+            return -nnx.merge(graph, p, rest)(white, codes)[0].sum()
+
+        grads = jax.grad(darkness)(params)
+        return float(-grads["decoder"]["to_rgb"]["bias"][...][:3].sum()) / white.size
+
+    assert per_pixel_gradient("tanh") < 0.03  # 1 - 0.99**2
+    assert abs(per_pixel_gradient("linear") - 1.0) < 1e-4
+
+    aging, x, codes = residual_generator(residual_space="linear")
+    to_rgb = aging.decoder.to_rgb
+    to_rgb.bias[...] = to_rgb.bias[...].at[:3].set(jnp.array([1.5, -1.5, 0.25]))
+    out = aging(x, codes)[0]
+    assert float(jnp.abs(out - jnp.clip(x + jnp.array([1.5, -1.5, 0.25]), -1, 1)).max()) < 1e-5
+
+
 def test_output_mask_passes_the_input_where_closed_and_the_change_where_open():
     aging, x, codes = residual_generator(output_mask=True)
     assert float(jnp.abs(aging(x, codes)[0] - x).max()) < 1e-4  # starts as the identity map
