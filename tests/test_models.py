@@ -109,11 +109,11 @@ def test_linear_residual_moves_saturated_pixels_and_stays_in_range():
         assert float(jnp.abs(aging(white, codes)[0] - white).max()) < 1e-4  # the identity map
         graph, params, rest = nnx.split(aging, nnx.Param, ...)
 
-        def darkness(p):  # d(sum of outputs)/d(the change's bias), per output value
-            return -nnx.merge(graph, p, rest)(white, codes)[0].sum()
+        def total(p):  # its gradient in the change's bias, summed over the output values
+            return nnx.merge(graph, p, rest)(white, codes)[0].sum()
 
-        grads = jax.grad(darkness)(params)
-        return float(-grads["decoder"]["to_rgb"]["bias"][...][:3].sum()) / white.size
+        grads = jax.grad(total)(params)
+        return float(grads["decoder"]["to_rgb"]["bias"][...][:3].sum()) / white.size
 
     assert per_pixel_gradient("tanh") < 0.03  # 1 - 0.99**2
     assert abs(per_pixel_gradient("linear") - 1.0) < 1e-4
