@@ -52,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.input_skip = False
     c.model.gate_bias = 0.0  # the gate's initial logit: 0 starts half open, -3 nearly closed (sigmoid 0.05)
     c.model.disc_head = "pool"  # 'pool' (global average) or 'flatten' (+ minibatch stddev; sees layout)
+    # D also judges patches: one real/fake logit per age group at every position of the map
+    # before its last downsampling (PatchGAN-style), beside the whole-image head.
+    c.model.disc_patch_head = False
 
     c.loss = ml_collections.ConfigDict()
     c.loss.adversarial = 1.0
@@ -75,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     # G's KL divergence between a frozen gender/race classifier's reading of the input and of the
     # aged image (faceaging/age_guide.py): aging must keep who the person is. 0 leaves it out.
     c.loss.attribute_guide = 0.0
+    c.loss.patch_adversarial = 1.0  # weight of the patch judges' mean loss (model.disc_patch_head)
     c.loss.r1_gamma = 10.0
     c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps
 

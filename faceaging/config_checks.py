@@ -101,7 +101,8 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
 
     for field, value in _fields(config, "loss", ("adversarial", "age", "cycle", "identity",
                                                  "reconstruction", "preserve", "gate",
-                                                 "age_guide", "attribute_guide", "r1_gamma")):
+                                                 "age_guide", "attribute_guide", "patch_adversarial",
+                                                 "r1_gamma")):
         check(field, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
     check("loss.r1_every", config.loss.r1_every, _positive_int, positive)
     check("loss.identity_encoder", config.loss.identity_encoder,

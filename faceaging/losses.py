@@ -6,18 +6,28 @@ import optax
 
 
 def pick(logits, groups):
-    """The logit of each example's own group: ``logits[i, groups[i]]``."""
-    return jnp.take_along_axis(logits, groups[:, None], axis=1)[:, 0].astype(jnp.float32)
+    """The logit of each example's own group, read along the last axis: ``logits[i, ..., groups[i]]``
+    ((N, ..., G) -> (N, ...))."""
+    index = groups.reshape(-1, *([1] * (logits.ndim - 1)))
+    return jnp.take_along_axis(logits, index, axis=-1)[..., 0].astype(jnp.float32)
 
 
-def adversarial_real(logits, groups):
+def per_image(judged, patch_weight: float = 1.0):
+    """One value per image from its judges' values: (N,) a whole-image judge alone, as is;
+    (N, 1 + P) the whole-image judge plus ``patch_weight`` x the mean of the P patch judges."""
+    if judged.ndim == 1:
+        return judged
+    return judged[:, 0] + patch_weight * judged[:, 1:].mean(axis=1)
+
+
+def adversarial_real(logits, groups, patch_weight: float = 1.0):
     """Non-saturating loss pushing per-group logits up: softplus(-l)."""
-    return jax.nn.softplus(-pick(logits, groups)).mean()
+    return per_image(jax.nn.softplus(-pick(logits, groups)), patch_weight).mean()
 
 
-def adversarial_fake(logits, groups):
+def adversarial_fake(logits, groups, patch_weight: float = 1.0):
     """Non-saturating loss pushing per-group logits down: softplus(l)."""
-    return jax.nn.softplus(pick(logits, groups)).mean()
+    return per_image(jax.nn.softplus(pick(logits, groups)), patch_weight).mean()
 
 
 def classification(logits, groups):
@@ -46,9 +56,10 @@ def gate_opening(gate, exponent: float = 1.0, eps: float = 1e-6):
     return jnp.mean(gate if exponent == 1 else jnp.power(gate + eps, exponent))
 
 
-def r1_penalty(disc_fn, images, groups):
-    """R1: squared norm of the gradient of the real images' own-group logits w.r.t. the images."""
-    grad = jax.grad(lambda x: pick(disc_fn(x)[0], groups).sum())(images)
+def r1_penalty(disc_fn, images, groups, patch_weight: float = 1.0):
+    """R1: squared norm of the gradient of the real images' own-group logits w.r.t. the images
+    (with patch judges: of the whole-image logit plus ``patch_weight`` x the patch logits' mean)."""
+    grad = jax.grad(lambda x: per_image(pick(disc_fn(x)[0], groups), patch_weight).sum())(images)
     return jnp.sum(jnp.square(grad.astype(jnp.float32)), axis=(1, 2, 3)).mean()
 
 

@@ -390,6 +390,11 @@ class Discriminator(nnx.Module):
     ``disc_head``: 'pool' averages the last feature map over positions (blind to where things
     are); 'flatten' adds a minibatch-stddev channel and reads the whole map through a dense layer,
     so layout (eye height, head size) reaches both heads.
+    ``disc_patch_head``: the real/fake logits are (N, 1 + P, groups) instead of (N, groups): the
+    whole-image judge first, then one judge per position of the feature map that enters the last
+    downsampling block (P positions, each seeing a patch of the image; PatchGAN-style), so a
+    locally unreal region (stripes under a dark cap) costs G even where the whole image passes.
+    The losses weigh the patch judges' mean by ``loss.patch_adversarial`` (``losses.per_image``).
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, num_groups: int, *, dtype=jnp.float32,
@@ -410,17 +415,26 @@ class Discriminator(nnx.Module):
                       if self.flatten else None)
         self.adversarial = nnx.Linear(chans[-1], num_groups, rngs=rngs)
         self.classifier = nnx.Linear(chans[-1], num_groups, rngs=rngs)
+        self.patch_judges = (Conv(chans[-2], num_groups, (1, 1), dtype=dtype, rngs=rngs)
+                             if cfg.disc_patch_head else None)
 
     def __call__(self, images):
         h = self.stem(images)
-        for block in self.blocks:
+        patches = None
+        for i, block in enumerate(self.blocks):
+            if self.patch_judges is not None and i == len(self.blocks) - 1:
+                patches = self.patch_judges(_act(h)).astype(jnp.float32)
             h = block(h)
         if self.flatten:
             h = _act(self.head(minibatch_stddev(_act(h)))).astype(jnp.float32)
             h = _act(self.dense(h.reshape(h.shape[0], -1)))
         else:
             h = _act(self.head(_act(h))).astype(jnp.float32).mean(axis=(1, 2))
-        return self.adversarial(h), self.classifier(h)
+        adversarial = self.adversarial(h)
+        if patches is not None:
+            patches = patches.reshape(patches.shape[0], -1, patches.shape[-1])
+            adversarial = jnp.concatenate([adversarial[:, None], patches], axis=1)
+        return adversarial, self.classifier(h)
 
 
 def check_geometry(image_size: int, cfg: ml_collections.ConfigDict) -> None:

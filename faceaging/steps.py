@@ -52,6 +52,7 @@ class LossWeights:
     gate_exponent: float = 1.0
     age_guide: float = 0.0
     attribute_guide: float = 0.0
+    patch_adversarial: float = 1.0
     r1_gamma: float = 10.0
     r1_every: int = 16
     identity_encoder: str = "restoring"  # config_checks.IDENTITY_ENCODERS
@@ -87,8 +88,8 @@ def d_loss(d_params, discriminate: Discriminate, real, fake, source, target, w: 
     target group's), plus age-group classification of the real images. -> (total, metrics)."""
     adv, cls = discriminate(d_params, jnp.concatenate([real, fake.astype(real.dtype)]))
     n = real.shape[0]
-    adv_real = losses.adversarial_real(adv[:n], source)
-    adv_fake = losses.adversarial_fake(adv[n:], target)
+    adv_real = losses.adversarial_real(adv[:n], source, w.patch_adversarial)
+    adv_fake = losses.adversarial_fake(adv[n:], target, w.patch_adversarial)
     age = losses.classification(cls[:n], source)
     total = w.adversarial * (adv_real + adv_fake) + w.age * age
     return total, {"d/adv_real": adv_real, "d/adv_fake": adv_fake, "d/age": age,
@@ -98,7 +99,7 @@ def d_loss(d_params, discriminate: Discriminate, real, fake, source, target, w: 
 def r1_loss(d_params, discriminate: Discriminate, real, source, w: LossWeights):
     """Lazy R1, as added to the D loss on the steps it runs: 0.5 * gamma * r1_every * R1.
     -> (scaled penalty, the unscaled R1)."""
-    r1 = losses.r1_penalty(lambda x: discriminate(d_params, x), real, source)
+    r1 = losses.r1_penalty(lambda x: discriminate(d_params, x), real, source, w.patch_adversarial)
     return 0.5 * w.r1_gamma * w.r1_every * r1, r1
 
 
@@ -127,7 +128,7 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
         identity_fake = encode(g_params["aging"], fake)
     distance = losses.cosine_distance if w.identity_distance == "cosine" else losses.l1
     adv, cls = discriminate(d_params, fake)
-    terms = {"g/adv": (w.adversarial, losses.adversarial_real(adv, target)),
+    terms = {"g/adv": (w.adversarial, losses.adversarial_real(adv, target, w.patch_adversarial)),
              "g/age": (w.age if w.age_generator < 0 else w.age_generator,
                        losses.classification(cls, target)),
              "g/cycle": (w.cycle, losses.l1(cycled, real)),

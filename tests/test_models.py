@@ -245,3 +245,18 @@ def test_flatten_discriminator_sees_layout_and_batch_spread():
     config.model.disc_head = "avg"
     with pytest.raises(ValueError, match="disc_head='avg'"):
         models.build_models(config, 3, nnx.Rngs(0))
+
+
+def test_patch_judges_see_their_own_part_of_the_image():
+    config = config_lib.tiny(config_lib.base_config())
+    config.model.update(disc_head="flatten", disc_patch_head=True)
+    assert len(config.model.disc_channels) == 3  # judges on the map after two downsamplings: 8x8
+    _, disc = models.build_models(config, 3, nnx.Rngs(0))
+    image = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
+    adv, cls = disc(image)
+    assert adv.shape == (2, 1 + 8 * 8, 3) and cls.shape == (2, 3)
+    corner = image.at[:, :4, :4].set(1.0)  # only the top-left 4x4 pixels change
+    change = jnp.abs(disc(corner)[0] - adv).max(axis=(0, 2))
+    patches = change[1:].reshape(8, 8)
+    assert float(change[0]) > 1e-4 and float(patches[0, 0]) > 1e-4  # whole image and its patch
+    assert float(patches[4:, 4:].max()) == 0.0  # patches far from the corner do not see it

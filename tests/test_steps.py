@@ -63,6 +63,42 @@ def test_r1_is_zero_for_a_constant_discriminator_and_exact_for_a_linear_one():
     np.testing.assert_allclose(scaled, 0.5 * W.r1_gamma * W.r1_every * expected, rtol=1e-5)
 
 
+def test_patch_judges_add_their_weighted_mean_to_each_image_in_d_g_and_r1():
+    """With model.disc_patch_head, adversarial logits are (N, 1 + P, groups): the whole-image
+    judge, then P patch judges whose mean enters each image's loss (and R1) x patch_adversarial."""
+    w = dataclasses.replace(W, patch_adversarial=0.5)
+    adv = [[[5.0, -1.0, 0.0], [1.0, 0.0, 0.0], [3.0, 0.0, 0.0]],  # real, source 0
+           [[0.0, 2.0, -3.0], [0.0, -2.0, 0.0], [0.0, 4.0, 0.0]],  # real, source 1
+           [[0.0, 0.0, 9.0], [0.0, 0.0, -1.0], [0.0, 0.0, 2.0]],  # fake, target 2
+           [[4.0, 0.0, 1.5], [6.0, 0.0, 0.0], [-6.0, 0.0, 0.0]]]  # fake, target 0
+    adv = jnp.asarray(adv, jnp.float32)
+    discriminate = lambda params, images: (adv[:len(images)], jnp.zeros((len(images), GROUPS)))
+    real = jnp.zeros((2, 4, 4, 3))
+    _, m = steps.d_loss(None, discriminate, real, real, jnp.array([0, 1]), jnp.array([2, 0]), w)
+    sp = lambda x: float(np.log1p(np.exp(x)))
+    real_expected = ((sp(-5) + 0.5 * (sp(-1) + sp(-3)) / 2) + (sp(-2) + 0.5 * (sp(2) + sp(-4)) / 2)) / 2
+    fake_expected = ((sp(9) + 0.5 * (sp(-1) + sp(2)) / 2) + (sp(4) + 0.5 * (sp(6) + sp(-6)) / 2)) / 2
+    np.testing.assert_allclose(m["d/adv_real"], real_expected, rtol=1e-6)
+    np.testing.assert_allclose(m["d/adv_fake"], fake_expected, rtol=1e-6)
+    # weight 0: the whole-image judge alone, as without patch judges
+    np.testing.assert_allclose(losses.adversarial_real(adv[:2], jnp.array([0, 1]), 0.0),
+                               losses.adversarial_real(adv[:2, 0], jnp.array([0, 1])), rtol=1e-6)
+
+    rng = np.random.default_rng(2)
+    a = jnp.asarray(rng.normal(size=(3, GROUPS, 4, 4, 3)), jnp.float32)  # judge j, group g
+
+    def linear(params, images):  # judge j's logit for group g is <a_jg, x>
+        del params
+        judged = jnp.einsum("nhwc,jghwc->njg", images, a)
+        return judged, jnp.zeros((len(images), GROUPS))
+
+    source = jnp.array([0, 2])
+    real = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
+    _, raw = steps.r1_loss(None, linear, real, source, w)
+    grads = [a[0, g] + 0.5 * (a[1, g] + a[2, g]) / 2 for g in (0, 2)]
+    np.testing.assert_allclose(raw, np.mean([np.sum(np.square(g)) for g in grads]), rtol=1e-5)
+
+
 def test_g_loss_weights_each_term_and_uses_the_target_logit():
     rng = np.random.default_rng(0)
     real = jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)), jnp.float32)
