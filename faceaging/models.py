@@ -420,11 +420,11 @@ class Discriminator(nnx.Module):
 
     def __call__(self, images):
         h = self.stem(images)
-        patches = None
-        for i, block in enumerate(self.blocks):
-            if self.patch_judges is not None and i == len(self.blocks) - 1:
-                patches = self.patch_judges(_act(h)).astype(jnp.float32)
+        for block in self.blocks[:-1]:
             h = block(h)
+        patches = (None if self.patch_judges is None
+                   else self.patch_judges(_act(h)).astype(jnp.float32))
+        h = self.blocks[-1](h)
         if self.flatten:
             h = _act(self.head(minibatch_stddev(_act(h)))).astype(jnp.float32)
             h = _act(self.dense(h.reshape(h.shape[0], -1)))

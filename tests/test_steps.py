@@ -80,6 +80,14 @@ def test_patch_judges_add_their_weighted_mean_to_each_image_in_d_g_and_r1():
     fake_expected = ((sp(9) + 0.5 * (sp(-1) + sp(2)) / 2) + (sp(4) + 0.5 * (sp(6) + sp(-6)) / 2)) / 2
     np.testing.assert_allclose(m["d/adv_real"], real_expected, rtol=1e-6)
     np.testing.assert_allclose(m["d/adv_fake"], fake_expected, rtol=1e-6)
+    # G wants each fake's target-group judges to say real: the whole image's and its patches'
+    judge_fakes = lambda params, images: (adv[2:2 + len(images)], jnp.zeros((len(images), GROUPS)))
+    features = jnp.zeros((2, 2, 2, 5))
+    _, m = steps.g_loss(steps.AgingOutputs(real, features, None), {"aging": None}, None,
+                        lambda params, images, code: (images, features), judge_fakes, real,
+                        jax.nn.one_hot(jnp.array([0, 1]), GROUPS), jnp.array([2, 0]), w)
+    g_expected = ((sp(-9) + 0.5 * (sp(1) + sp(-2)) / 2) + (sp(-4) + 0.5 * (sp(-6) + sp(6)) / 2)) / 2
+    np.testing.assert_allclose(m["g/adv"], g_expected, rtol=1e-6)
     # weight 0: the whole-image judge alone, as without patch judges
     np.testing.assert_allclose(losses.adversarial_real(adv[:2], jnp.array([0, 1]), 0.0),
                                losses.adversarial_real(adv[:2, 0], jnp.array([0, 1])), rtol=1e-6)
