@@ -159,6 +159,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 2_000
     c.train.keep_checkpoints = 3
     c.train.max_nonfinite_steps = 20  # stop with an error once more steps than this were skipped
+    # Random transforms every image D reads passes through (faceaging/augment.py, DiffAugment):
+    # a comma-separated subset of 'translation,cutout'; '' reads the images as they are.
+    c.train.d_augment = ""
     return c
 
 

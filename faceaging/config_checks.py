@@ -15,7 +15,7 @@ from typing import Callable
 
 import ml_collections
 
-from faceaging import config as config_lib, schedules
+from faceaging import augment, config as config_lib, schedules
 
 DTYPES = ("float32", "bfloat16", "float16")
 DATASETS = ("utk_face", "synth_faces")
@@ -137,6 +137,11 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
         check(field, value, _positive_int, positive)
     check("train.max_nonfinite_steps", train.max_nonfinite_steps,
           lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    try:
+        augment.parse(train.d_augment)
+    except (ValueError, AttributeError) as e:
+        found.append(str(e) if isinstance(e, ValueError) else
+                     f"config.train.d_augment={train.d_augment!r}: expected a string")
 
     requested = config.mesh.num_devices
     check("mesh.num_devices", requested, lambda v: v == -1 or 1 <= v <= device_count,

@@ -7,6 +7,8 @@ One step, read top to bottom in ``make_train_step``:
    generator's loss can later be pulled back through it without running it again.
 2. Discriminator update on ``D_loss(real, stop_gradient(fake))``; every ``r1_every`` steps
    the lazy R1 penalty is added, scaled by ``r1_every`` (StyleGAN2's lazy regularisation).
+   With ``config.train.d_augment`` every image D reads, here and in step 3, passes through a
+   random differentiable transform first (``faceaging/augment.py``).
 3. Generator update: ``G_loss`` is a function of the aging pass's outputs, the restoring
    generator and the *updated* discriminator; its gradient w.r.t. those outputs is pulled back
    through step 1's vjp, and added to the loss's direct gradient (the restoring pass; the aging
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from faceaging import losses
+from faceaging import augment, losses
 from faceaging.pixels import to_float, to_uint8
 from faceaging.train_state import (Graphs, Optimizers, TrainState, learning_rate_factor,
                                    restoring_params)
@@ -192,6 +194,11 @@ def aging_pass(generator: nnx.GraphDef, params, real, target_code, source_code) 
     return AgingOutputs(both[:n], identity, both[n:], None if gate is None else gate[:n], base[:n])
 
 
+def _augmented(discriminate: Discriminate, key, policy: tuple[str, ...]) -> Discriminate:
+    """``discriminate`` reading each image through ``augment.augment(images, key, policy)``."""
+    return lambda params, images: discriminate(params, augment.augment(images, key, policy))
+
+
 def _select(pred, new, old):
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
@@ -221,6 +228,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         lambda images: nnx.merge(attribute_guide[0], attribute_guide[1])(images),
         tuple(attribute_guide[2]))
     dtype = jnp.dtype(config.dtype)
+    policy = augment.parse(config.train.d_augment)
+    augment_key = jax.random.key(config.seed)
 
     def generate(params, images, age_code):
         return nnx.merge(graphs.generator, params)(images, age_code)
@@ -231,9 +240,9 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     def discriminate(params, images):
         return nnx.merge(graphs.discriminator, params)(images)
 
-    def d_objective(d_params, real, fake, source, target, apply_r1):
-        total, metrics = d_loss(d_params, discriminate, real, fake, source, target, w)
-        penalty = lambda: r1_loss(d_params, discriminate, real, source, w)
+    def d_objective(d_params, real, fake, source, target, apply_r1, judge, judge_r1):
+        total, metrics = d_loss(d_params, judge, real, fake, source, target, w)
+        penalty = lambda: r1_loss(d_params, judge_r1, real, source, w)
         nothing = lambda: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
         if r1 == "lazy":
             scaled, raw = jax.lax.cond(apply_r1, penalty, nothing)
@@ -254,10 +263,17 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
                                  source_code if w.reconstruction else None),
             state.g_params["aging"])
 
-        # 2. Discriminator update (lazy R1 every r1_every steps).
+        # 2. Discriminator update (lazy R1 every r1_every steps). With config.train.d_augment D
+        #    reads every image through its own random transform (faceaging/augment.py), drawn
+        #    anew for D's loss, R1 and G's adversarial term from the seed and the step.
+        judge = judge_r1 = judge_g = discriminate
+        if policy:
+            keys = jax.random.split(jax.random.fold_in(augment_key, state.step), 3)
+            judge, judge_r1, judge_g = (_augmented(discriminate, k, policy) for k in keys)
         apply_r1 = state.step % w.r1_every == 0
         (d_total, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
-            state.d_params, real, jax.lax.stop_gradient(outputs.fake), source, target, apply_r1)
+            state.d_params, real, jax.lax.stop_gradient(outputs.fake), source, target, apply_r1,
+            judge, judge_r1)
         rate = learning_rate_factor(state.step, config.train.steps, config.optim.decay_from)
         d_updates, d_opt_state = optimizers.discriminator.update(d_grads, state.d_opt_state,
                                                                  state.d_params)
@@ -268,7 +284,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
         #    and with shared weights or identity_encoder='aging' the aging generator's own).
         (g_total, g_metrics), (d_outputs, direct_grads) = jax.value_and_grad(
             g_loss, argnums=(0, 1), has_aux=True)(
-            outputs, state.g_params, d_params, generate, discriminate, real, source_code, target,
+            outputs, state.g_params, d_params, generate, judge_g, real, source_code, target,
             w, classify, encode, attributes)
         (aging_grads,) = pull_back(d_outputs)
         g_grads = {**direct_grads, "aging": jax.tree.map(jnp.add, aging_grads, direct_grads["aging"])}

@@ -65,6 +65,22 @@ def synth_config(arg: str = ""):
     return module.get_config(arg)
 
 
+def abstract_step_inputs(config, num_groups: int):
+    """(optimizers, graphs, abstract state, abstract batch): what tracing or lowering a train
+    step for ``config`` needs, without creating any weights."""
+    import jax
+    import jax.numpy as jnp
+    from faceaging import train_state
+
+    optimizers = train_state.make_optimizers(config)
+    abstract, graphs = train_state.abstract_state(config, num_groups, optimizers)
+    n, s = config.train.batch_size, config.image_size
+    batch = {"image": jax.ShapeDtypeStruct((n, s, s, 3), jnp.uint8),
+             "source": jax.ShapeDtypeStruct((n,), jnp.int32),
+             "target": jax.ShapeDtypeStruct((n,), jnp.int32)}
+    return optimizers, graphs, abstract, batch
+
+
 def main_in_process(*argv) -> int:
     """Runs ``python -m faceaging.main ARGV`` in this process (sharing its compile cache);
     returns the exit code (0 when main returns). ``app.UsageError`` propagates."""

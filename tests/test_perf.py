@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from faceaging import config as config_lib, perf, steps, train_state
+from faceaging import config as config_lib, perf, steps
+from helpers import abstract_step_inputs
 
 
 def test_flops_of_a_matmul_and_a_convolution_are_counted_exactly():
@@ -33,12 +34,7 @@ def test_peaks_match_device_kinds_and_mfu_uses_them():
 
 def test_the_step_with_r1_costs_more_than_without_and_lazy_counts_the_costlier_branch():
     config = config_lib.tiny(config_lib.base_config())
-    optimizers = train_state.make_optimizers(config)
-    abstract, graphs = train_state.abstract_state(config, 14, optimizers)
-    n, s = config.train.batch_size, config.image_size
-    batch = {"image": jax.ShapeDtypeStruct((n, s, s, 3), jnp.uint8),
-             "source": jax.ShapeDtypeStruct((n,), jnp.int32),
-             "target": jax.ShapeDtypeStruct((n,), jnp.int32)}
+    optimizers, graphs, abstract, batch = abstract_step_inputs(config, 14)
     count = lambda r1: perf.flops(jax.jit(steps.make_train_step(config, graphs, optimizers, 14, r1=r1))
                                   .lower(abstract, batch))
     never, always, lazy = count("never"), count("always"), count("lazy")
