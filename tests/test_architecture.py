@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "faceaging"
 LAYERS = [
     ("foundation", ["files", "workdir", "config", "schedules", "pixels", "batching", "image_io",
                     "grids", "perf", "weight_files", "image_metrics", "feature_metrics", "mesh",
-                    "config_checks", "workdir_lock", "stopping", "cell_stats"]),
+                    "config_checks", "workdir_lock", "stopping", "cell_stats", "augment"]),
     ("data", ["datasets", "datasets.utkface", "datasets.synthfaces", "input_pipeline", "align"]),
     ("model", ["conv", "models", "losses", "train_state", "small_models", "inception",
                "face_embedding"]),
