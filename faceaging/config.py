@@ -160,7 +160,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.max_nonfinite_steps = 20  # stop with an error once more steps than this were skipped
     # Random transforms every image D reads passes through (faceaging/augment.py, DiffAugment):
-    # a comma-separated subset of 'translation,cutout'; '' reads the images as they are.
+    # a comma-separated subset of 'translation,cutout'; '' reads the images as they are. At the
+    # SynthFaces :full budget 'translation,cutout' broke aging (age accuracy 97% -> 76%: shifted
+    # images hide the layout D judges; benchmarks/RESULTS.md).
     c.train.d_augment = ""
     return c
 
