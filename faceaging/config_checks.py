@@ -192,13 +192,20 @@ def _matches(field: str, patterns) -> bool:
 def resume_changes(saved, current) -> dict[str, list[str]]:
     """What differs between the config a checkpoint was saved with and ``current``, as
     ``{'incompatible': [...], 'needs_permission': [...], 'free': [...]}`` of lines
-    ``field: saved -> current``. Fields only one side has (added or removed since) are ignored."""
-    old, new = as_flat_dict(saved), as_flat_dict(current)
+    ``field: saved -> current``. A field added since the checkpoint was saved counts at its
+    default (the run trained without the feature: turning it on is a change); fields removed
+    since are ignored."""
+    if isinstance(saved, ml_collections.ConfigDict):
+        saved = config_lib.to_dict(saved)
+    filled_config, filled = config_lib.from_dict(saved)
+    old, new = as_flat_dict(filled_config), as_flat_dict(current)
     changes = {"incompatible": [], "needs_permission": [], "free": []}
     for field in sorted(old.keys() & new.keys()):
         if old[field] == new[field]:
             continue
         line = f"{field}: {old[field]!r} -> {new[field]!r}"
+        if field in filled:
+            line += " (the checkpoint predates the field: its default assumed)"
         if _matches(field, INCOMPATIBLE):
             changes["incompatible"].append(line)
         elif _matches(field, FREE):

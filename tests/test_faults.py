@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from faceaging import checkpointing, config as config_lib, input_pipeline, run as run_lib
+from faceaging import checkpointing, config as config_lib, config_checks, input_pipeline, run as run_lib
 from faceaging import small_models, stopping, train, workdir_lock
 from faceaging.datasets import utkface
 from faceaging.workdir import Workdir
@@ -447,3 +447,21 @@ def test_resuming_with_a_changed_config_lists_the_fields(fault_dirs, trained, tm
     with pytest.raises(train.ConfigChanged, match=r"image_size: 32 -> 64; model.style_dim: 32 -> 16"):
         train.train_and_evaluate(bigger, workdir, train.ResumeOptions(allow_config_changes=True))
     assert steps_in(workdir) == [3, 6]
+
+
+def test_a_field_newer_than_the_checkpoint_counts_at_its_default_on_resume(fault_dirs):
+    """A checkpoint saved before train.d_augment and model.spatial_age existed trained without
+    them: turning either on when resuming is a change (permission, resp. refusal), leaving them
+    at their defaults is none."""
+    current = tiny_config(fault_dirs)
+    saved = config_lib.to_dict(current)
+    del saved["train"]["d_augment"], saved["model"]["spatial_age"]
+    saved["model"]["a_field_removed_since"] = 1  # ignored
+    assert config_checks.resume_changes(saved, current) == {
+        "incompatible": [], "needs_permission": [], "free": []}
+    current.train.d_augment, current.model.spatial_age = "cutout", True
+    changes = config_checks.resume_changes(saved, current)
+    predates = " (the checkpoint predates the field: its default assumed)"
+    assert changes == {"incompatible": ["model.spatial_age: False -> True" + predates],
+                       "needs_permission": ["train.d_augment: '' -> 'cutout'" + predates],
+                       "free": []}
