@@ -21,6 +21,7 @@ import jax.numpy as jnp
 TRANSLATION = 0.125  # largest shift, as a fraction of the image side
 CUTOUT = 0.5  # the square's side, as a fraction of the image side
 POLICIES = ("translation", "cutout")
+EXPECTED = f"a comma-separated subset of {', '.join(POLICIES)} ('' for none)"
 
 
 def parse(policy: str) -> tuple[str, ...]:
@@ -30,7 +31,7 @@ def parse(policy: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise ValueError(f"config.train.d_augment={policy!r}: unknown {', '.join(unknown)}; "
-                         f"expected a comma-separated subset of {', '.join(POLICIES)} ('' for none)")
+                         f"expected {EXPECTED}")
     return names
 
 

@@ -137,11 +137,8 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
         check(field, value, _positive_int, positive)
     check("train.max_nonfinite_steps", train.max_nonfinite_steps,
           lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-    try:
-        augment.parse(train.d_augment)
-    except (ValueError, AttributeError) as e:
-        found.append(str(e) if isinstance(e, ValueError) else
-                     f"config.train.d_augment={train.d_augment!r}: expected a string")
+    check("train.d_augment", train.d_augment,
+          lambda v: isinstance(v, str) and augment.parse(v) is not None, augment.EXPECTED)
 
     requested = config.mesh.num_devices
     check("mesh.num_devices", requested, lambda v: v == -1 or 1 <= v <= device_count,

@@ -66,7 +66,7 @@ def test_policy_names_are_checked_in_one_line_naming_the_field(tiny_config):
         augment.parse("flip")
     tiny_config.train.d_augment = "translation,flip"
     assert [p for p in config_checks.problems(tiny_config, 8) if "d_augment" in p] == [
-        "config.train.d_augment='translation,flip': unknown flip; expected a comma-separated subset "
+        "config.train.d_augment='translation,flip': expected a comma-separated subset "
         "of translation, cutout ('' for none)"]
 
 
