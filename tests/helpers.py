@@ -13,6 +13,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EIGEN_WORKERS = 32  # XLA:CPU's thread pool in the tests (NPROC): 4x the simulated devices (conftest.py)
+# Every part of the model at its smallest, for tests whose subject is not the model's size:
+# tracing and compiling the step dominate them, and both grow with the number of layers.
+SMALLEST_MODEL = dict(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
+                      style_dim=8, disc_channels=(8,))
+SMALLEST_MODEL_FLAGS = tuple(f"--config.model.{k}={v}" for k, v in SMALLEST_MODEL.items())
 
 MALFORMED_NAMES = ("61_1_20170109150557335.jpg.chip.jpg",  # race missing (as in UTKFace)
                    "abc_0_1_20170109150557335.jpg.chip.jpg",

@@ -11,7 +11,7 @@ from faceaging import age_estimator, datasets, evaluate, image_metrics, input_pi
 from faceaging import evaluators, run as run_lib, trait_classifier
 from faceaging.datasets import synthfaces
 from faceaging.weight_files import WeightsError
-from helpers import main_in_process
+from helpers import SMALLEST_MODEL, main_in_process
 from weights_fixtures import FAKE_SOURCE_PREFIX, write_onnx_embedder
 
 
@@ -45,6 +45,7 @@ def test_soft_labels_peak_at_the_age():
 
 def test_estimator_and_eval_on_synthfaces(synth_tiny_config, tmp_path, fid_weights, capsys):
     config = synth_tiny_config
+    config.model.update(SMALLEST_MODEL)
     config.train.steps = 4
     config.eval.weights_dir = str(tmp_path / "no_weights_here")
     config.eval.fid_source_sha256_prefix = FAKE_SOURCE_PREFIX

@@ -20,14 +20,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from faceaging import checkpointing, stopping
-from helpers import ROOT, read_scalars, subprocess_env
+from helpers import ROOT, SMALLEST_MODEL_FLAGS, read_scalars, subprocess_env
 
 STEPS = 6  # checkpoints at 2, 4 and 6
 LOSSES = ("g/total", "g/adv", "g/age", "g/cycle", "d/total", "d/adv_real", "d/adv_fake", "d/age")
-# The tiny config with every part of the model at its smallest: compiling dominates these runs.
-SMALLEST_MODEL = ("--config.model.encoder_channels=(8,)", "--config.model.encoder_factors=(2,)",
-                  "--config.model.encoder_extra_blocks=0", "--config.model.style_dim=8",
-                  "--config.model.disc_channels=(8,)")
 # Sums over devices in another order (gloo between processes): float32 drift over a few steps
 # of ~2e-7 relative here; the per-process shuffling this replaced differed by 3% at step 1.
 RTOL = 1e-5
@@ -79,7 +75,7 @@ def start(workdir, dirs, processes: int, *flags) -> Run:
                "--config=configs/utk.py:tiny", f"--workdir={workdir}",
                f"--config.data.manual_dir={dirs[0]}", f"--config.data.data_dir={dirs[1]}",
                "--config.train.log_every=1", "--config.train.checkpoint_every=2",
-               "--config.train.sample_every=1000", *SMALLEST_MODEL, *flags]
+               "--config.train.sample_every=1000", *SMALLEST_MODEL_FLAGS, *flags]
     if processes > 1:
         port = free_port()
         command += ["--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",

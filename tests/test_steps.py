@@ -10,6 +10,7 @@ import pytest
 
 from faceaging import config as config_lib, losses, pixels, steps, train_state
 from faceaging.train_state import Optimizers
+from helpers import SMALLEST_MODEL
 
 W = steps.LossWeights(adversarial=1.0, age=2.0, cycle=3.0, identity=4.0, reconstruction=5.0,
                       preserve=6.0, r1_gamma=10.0, r1_every=4)
@@ -320,9 +321,7 @@ def test_fused_step_gradients_equal_differentiating_the_whole_generator_loss(sha
     """
     config = config_lib.tiny(config_lib.base_config())
     config.model.share_generators = shared
-    # Every part of the model, at its smallest (running op by op dominates the test).
-    config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
-                        style_dim=8, disc_channels=(8,))
+    config.model.update(SMALLEST_MODEL)  # running op by op dominates the test
     config.loss.preserve = 1.0
     config.loss.update(identity_encoder=identity_encoder,
                        identity_distance="cosine" if identity_encoder == "aging" else "l1")
@@ -388,8 +387,7 @@ def test_the_step_scales_both_updates_by_the_learning_rate_factor():
     from the same state and batch, D moves a quarter as far as with constant rates, and so does
     G when D is held still (G's gradient is taken against the updated D)."""
     config = config_lib.tiny(config_lib.base_config())
-    config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
-                        style_dim=8, disc_channels=(8,))
+    config.model.update(SMALLEST_MODEL)
     config.train.steps = 8
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),

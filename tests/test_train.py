@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helpers import EIGEN_WORKERS
+from helpers import EIGEN_WORKERS, SMALLEST_MODEL
 from faceaging import checkpointing, mesh as mesh_lib, steps, train, train_state
 from faceaging.workdir import Workdir
 
@@ -95,8 +95,7 @@ def test_fsdp_trains_as_replicated_with_an_eighth_of_the_state_per_device(tiny_c
     tiny_config.mesh.num_devices = -1
     # Every part of the model at its smallest (two programs on 8 devices compile here), with
     # leaves of any size split (at full size only those of 1024+ numbers are).
-    tiny_config.model.update(encoder_channels=(8,), encoder_factors=(2,), encoder_extra_blocks=0,
-                             style_dim=8, disc_channels=(8,))
+    tiny_config.model.update(SMALLEST_MODEL)
     monkeypatch.setattr(mesh_lib, "FSDP_MIN_ELEMENTS", 64)
     losses, states = {}, {}
     for fsdp in (False, True):
@@ -152,6 +151,7 @@ def shorten(config, steps=6):
 
 def test_train_resumes_exactly(tiny_config, tmp_path):
     tiny_config = shorten(tiny_config)
+    tiny_config.model.update(SMALLEST_MODEL)
     # The frozen guides are trained once per workdir, then reused.
     tiny_config.loss.age_guide = tiny_config.loss.attribute_guide = 1.0
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
