@@ -186,14 +186,12 @@ def _matches(field: str, patterns) -> bool:
     return any(field == p or (p.endswith(".") and field.startswith(p)) for p in patterns)
 
 
-def resume_changes(saved, current) -> dict[str, list[str]]:
-    """What differs between the config a checkpoint was saved with and ``current``, as
-    ``{'incompatible': [...], 'needs_permission': [...], 'free': [...]}`` of lines
+def resume_changes(saved: dict, current) -> dict[str, list[str]]:
+    """What differs between the config a checkpoint was saved with (its JSON dict) and
+    ``current``, as ``{'incompatible': [...], 'needs_permission': [...], 'free': [...]}`` of lines
     ``field: saved -> current``. A field added since the checkpoint was saved counts at its
     default (the run trained without the feature: turning it on is a change); fields removed
     since are ignored."""
-    if isinstance(saved, ml_collections.ConfigDict):
-        saved = config_lib.to_dict(saved)
     filled_config, filled = config_lib.from_dict(saved)
     old, new = as_flat_dict(filled_config), as_flat_dict(current)
     changes = {"incompatible": [], "needs_permission": [], "free": []}
