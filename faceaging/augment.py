@@ -4,12 +4,14 @@ With few real images D can learn them by heart: it then passes fakes that only i
 rejects, and its gradients tell G little about what makes a face real. DiffAugment (Zhao et al.,
 2020) shows D each image, real or fake, through a random transform that gradients pass through,
 in D's loss, in R1 and in G's adversarial term alike, so D cannot tell the two apart by the
-transform and G still learns what D learns. ``config.train.d_augment`` names the transforms:
+transform and G still learns what D learns. ``config.train.d_augment`` names the transforms,
+each with an optional size after a colon (a fraction of the image's side in (0, 1]):
 
-- ``translation``: each image moved by a whole number of pixels, up to ``TRANSLATION`` of its
-  side in each direction, the uncovered border filled with mid-grey (0 in [-1, 1]);
-- ``cutout``: a square of ``CUTOUT`` of the side, at a random centre (clipped at the border),
-  filled with mid-grey.
+- ``translation[:s]``: each image moved by a whole number of pixels, up to s of its side
+  (default ``TRANSLATION``) in each direction, the uncovered border filled with mid-grey (0 in
+  [-1, 1]);
+- ``cutout[:s]``: a square of side s of the image's (default ``CUTOUT``), at a random centre
+  (clipped at the border), filled with mid-grey.
 
 Each image draws its own transform from the key; the step derives its keys from the run's seed
 and the step number, so a resumed run draws what an uninterrupted one would.
@@ -20,19 +22,38 @@ import jax.numpy as jnp
 
 TRANSLATION = 0.125  # largest shift, as a fraction of the image side
 CUTOUT = 0.5  # the square's side, as a fraction of the image side
-POLICIES = ("translation", "cutout")
-EXPECTED = f"a comma-separated subset of {', '.join(POLICIES)} ('' for none)"
+DEFAULT_SIZES = {"translation": TRANSLATION, "cutout": CUTOUT}
+POLICIES = tuple(DEFAULT_SIZES)
+Policy = tuple[tuple[str, float], ...]  # (transform, size) pairs, parse's result
+EXPECTED = (f"a comma-separated subset of {', '.join(POLICIES)}, each optionally with ':SIZE', "
+            "a fraction of the image's side in (0, 1] ('' for none)")
 
 
-def parse(policy: str) -> tuple[str, ...]:
-    """``'translation,cutout'`` -> ('translation', 'cutout'); '' -> (). Raises ValueError naming
-    ``config.train.d_augment`` for an unknown name."""
-    names = tuple(p.strip() for p in policy.split(",") if p.strip())
-    unknown = [n for n in names if n not in POLICIES]
-    if unknown:
-        raise ValueError(f"config.train.d_augment={policy!r}: unknown {', '.join(unknown)}; "
+def _size(text: str) -> float | None:
+    try:
+        size = float(text)
+    except ValueError:
+        return None
+    return size if 0 < size <= 1 else None
+
+
+def parse(policy: str) -> Policy:
+    """``'translation,cutout:0.25'`` -> (('translation', TRANSLATION), ('cutout', 0.25)); '' ->
+    (). Raises ValueError naming ``config.train.d_augment`` for an unknown name or a bad size."""
+    parsed, bad = [], []
+    for item in (p.strip() for p in policy.split(",")):
+        if not item:
+            continue
+        name, colon, size_text = (part.strip() for part in item.partition(":"))
+        size = _size(size_text) if colon else DEFAULT_SIZES.get(name)
+        if name not in DEFAULT_SIZES or size is None:
+            bad.append(item)
+        else:
+            parsed.append((name, size))
+    if bad:
+        raise ValueError(f"config.train.d_augment={policy!r}: cannot read {', '.join(bad)}; "
                          f"expected {EXPECTED}")
-    return names
+    return tuple(parsed)
 
 
 def translate(images, key, fraction: float = TRANSLATION):
@@ -68,8 +89,9 @@ def cut_out(images, key, fraction: float = CUTOUT):
 TRANSFORMS = {"translation": translate, "cutout": cut_out}
 
 
-def augment(images, key, policy: tuple[str, ...]):
-    """``images`` through each transform of ``policy`` in order, each with its own key."""
-    for name, k in zip(policy, jax.random.split(key, max(len(policy), 1))):
-        images = TRANSFORMS[name](images, k)
+def augment(images, key, policy: Policy):
+    """``images`` through each (transform, size) of ``policy`` (``parse``'s result) in order,
+    each with its own key."""
+    for (name, size), k in zip(policy, jax.random.split(key, max(len(policy), 1))):
+        images = TRANSFORMS[name](images, k, size)
     return images

@@ -160,7 +160,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.max_nonfinite_steps = 20  # stop with an error once more steps than this were skipped
     # Random transforms every image D reads passes through (faceaging/augment.py, DiffAugment):
-    # a comma-separated subset of 'translation,cutout'; '' reads the images as they are. At the
+    # a comma-separated subset of 'translation,cutout', each optionally sized as a fraction of the
+    # side ('cutout:0.25'); '' reads the images as they are. At the
     # SynthFaces :full budget 'translation,cutout' broke aging (age accuracy 97% -> 76%: shifted
     # images hide the layout D judges; benchmarks/RESULTS.md).
     c.train.d_augment = ""
@@ -222,8 +223,13 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json())
 
 
-def load(path: str) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """(config, fields filled from defaults) of a config JSON written by ``save``."""
+def read_dict(path: str) -> dict:
+    """The JSON dict ``save`` wrote to ``path``, as saved (no fields filled)."""
     if not files.isfile(path):
         raise FileNotFoundError(f"{path} not found: its folder holds no faceaging training run")
-    return from_dict(json.loads(files.read_text(path)))
+    return json.loads(files.read_text(path))
+
+
+def load(path: str) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """(config, fields filled from defaults) of a config JSON written by ``save``."""
+    return from_dict(read_dict(path))

@@ -194,7 +194,7 @@ def aging_pass(generator: nnx.GraphDef, params, real, target_code, source_code) 
     return AgingOutputs(both[:n], identity, both[n:], None if gate is None else gate[:n], base[:n])
 
 
-def _augmented(discriminate: Discriminate, key, policy: tuple[str, ...]) -> Discriminate:
+def _augmented(discriminate: Discriminate, key, policy: augment.Policy) -> Discriminate:
     """``discriminate`` reading each image through ``augment.augment(images, key, policy)``."""
     return lambda params, images: discriminate(params, augment.augment(images, key, policy))
 

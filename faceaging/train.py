@@ -52,7 +52,7 @@ def config_checker(config: ml_collections.ConfigDict, run_dir: Workdir, allow_ch
     def check(saved: dict | None, step: int) -> None:
         if saved is None:
             try:
-                saved = config_lib.to_dict(config_lib.load(run_dir.config)[0])
+                saved = config_lib.read_dict(run_dir.config)
             except FileNotFoundError:
                 return
         changes = config_checks.resume_changes(saved, config)

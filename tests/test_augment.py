@@ -42,11 +42,12 @@ def test_translation_moves_each_image_by_its_own_whole_pixel_shift_and_passes_gr
         assert g.sum() == (SIDE - abs(dy)) * (SIDE - abs(dx)) * 3
 
 
-def test_cutout_blanks_one_square_per_image_and_keeps_the_rest():
+@pytest.mark.parametrize("fraction", [augment.CUTOUT, 0.25])
+def test_cutout_blanks_one_square_per_image_and_keeps_the_rest(fraction):
     x = _images()
     key = jax.random.key(5)
-    out = np.asarray(augment.cut_out(x, key))
-    size = round(SIDE * augment.CUTOUT)
+    out = np.asarray(augment.cut_out(x, key, fraction))
+    size = round(SIDE * fraction)
     blanked = np.all(out == 0, axis=-1)
     assert np.array_equal(out[~blanked], np.asarray(x)[~blanked])  # the rest untouched
     full_squares = 0
@@ -56,21 +57,36 @@ def test_cutout_blanks_one_square_per_image_and_keeps_the_rest():
         assert b.sum() == len(rows) * len(cols)  # one rectangle (the square, clipped at the border)
         full_squares += b.sum() == size * size
     assert full_squares >= 1
-    grad = np.asarray(jax.grad(lambda v: augment.cut_out(v, key).sum())(x))
+    grad = np.asarray(jax.grad(lambda v: augment.cut_out(v, key, fraction).sum())(x))
     np.testing.assert_array_equal(grad, np.repeat(~blanked[..., None], 3, -1).astype(np.float32))
 
 
-def test_policy_names_are_checked_in_one_line_naming_the_field(tiny_config):
-    assert augment.parse("") == () and augment.parse("cutout, translation") == ("cutout", "translation")
-    with pytest.raises(ValueError, match=r"config.train.d_augment='flip': unknown flip; expected"):
-        augment.parse("flip")
+def test_policies_and_their_sizes_are_read_and_checked_in_one_line_naming_the_field(tiny_config):
+    assert augment.parse("") == ()
+    assert augment.parse("cutout, translation") == (("cutout", augment.CUTOUT),
+                                                    ("translation", augment.TRANSLATION))
+    assert augment.parse("cutout:0.25,translation: 0.0625") == (("cutout", 0.25),
+                                                                ("translation", 0.0625))
+    for bad, named in [("flip", "flip"), ("cutout:0", "cutout:0"), ("cutout:1.5", "cutout:1.5"),
+                       ("translation,cutout:big", "cutout:big")]:
+        with pytest.raises(ValueError, match=rf"config.train.d_augment='{bad}': cannot read "
+                                             rf"{named}; expected"):
+            augment.parse(bad)
     tiny_config.train.d_augment = "translation,flip"
     assert [p for p in config_checks.problems(tiny_config, 8) if "d_augment" in p] == [
         "config.train.d_augment='translation,flip': expected a comma-separated subset "
-        "of translation, cutout ('' for none)"]
+        "of translation, cutout, each optionally with ':SIZE', a fraction of the image's side "
+        "in (0, 1] ('' for none)"]
 
 
-@pytest.mark.parametrize("policy", ["", "translation,cutout"])
+def test_a_policy_applies_each_transform_at_its_own_size():
+    x = _images()
+    out = np.asarray(augment.augment(x, jax.random.key(7), augment.parse("cutout:0.25")))
+    blanked = np.all(out == 0, axis=-1)
+    assert blanked.any() and blanked.sum(axis=(1, 2)).max() == 16  # 4x4 squares, not 8x8
+
+
+@pytest.mark.parametrize("policy", ["", "translation,cutout:0.25"])
 def test_the_step_shows_d_every_image_through_the_policy_in_d_loss_r1_and_g(tiny_config, monkeypatch,
                                                                             policy):
     """Traced (not compiled): with a policy, D's loss reads the 2N reals and fakes, R1 the N reals
@@ -93,4 +109,4 @@ def test_the_step_shows_d_every_image_through_the_policy_in_d_loss_r1_and_g(tiny
         assert calls == []
         return
     assert [c[0] for c in calls] == [2 * n, n, n]  # D's loss, R1, G's adversarial term
-    assert all(c[2] == ("translation", "cutout") for c in calls)
+    assert all(c[2] == (("translation", augment.TRANSLATION), ("cutout", 0.25)) for c in calls)

@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -449,7 +450,7 @@ def test_resuming_with_a_changed_config_lists_the_fields(fault_dirs, trained, tm
     assert steps_in(workdir) == [3, 6]
 
 
-def test_a_field_newer_than_the_checkpoint_counts_at_its_default_on_resume(fault_dirs):
+def test_a_field_newer_than_the_checkpoint_counts_at_its_default_on_resume(fault_dirs, tmp_path):
     """A checkpoint saved before train.d_augment and model.spatial_age existed trained without
     them: turning either on when resuming is a change (permission, resp. refusal), leaving them
     at their defaults is none."""
@@ -465,3 +466,12 @@ def test_a_field_newer_than_the_checkpoint_counts_at_its_default_on_resume(fault
     assert changes == {"incompatible": ["model.spatial_age: False -> True" + predates],
                        "needs_permission": ["train.d_augment: '' -> 'cutout'" + predates],
                        "free": []}
+    # A checkpoint older than configs in checkpoints: the workdir's config.json is compared, as
+    # saved, so the refusal names the field it predates too.
+    run_dir = Workdir(str(tmp_path))
+    with open(run_dir.config, "w") as f:
+        json.dump(saved, f)
+    current.model.spatial_age = False
+    with pytest.raises(train.ConfigChanged, match=re.escape(
+            "train.d_augment: '' -> 'cutout'" + predates + ". Pass --allow_config_changes")):
+        train.config_checker(current, run_dir, allow_changes=False)(None, 3)
