@@ -22,38 +22,6 @@ import jax.numpy as jnp
 
 TRANSLATION = 0.125  # largest shift, as a fraction of the image side
 CUTOUT = 0.5  # the square's side, as a fraction of the image side
-DEFAULT_SIZES = {"translation": TRANSLATION, "cutout": CUTOUT}
-POLICIES = tuple(DEFAULT_SIZES)
-Policy = tuple[tuple[str, float], ...]  # (transform, size) pairs, parse's result
-EXPECTED = (f"a comma-separated subset of {', '.join(POLICIES)}, each optionally with ':SIZE', "
-            "a fraction of the image's side in (0, 1] ('' for none)")
-
-
-def _size(text: str) -> float | None:
-    try:
-        size = float(text)
-    except ValueError:
-        return None
-    return size if 0 < size <= 1 else None
-
-
-def parse(policy: str) -> Policy:
-    """``'translation,cutout:0.25'`` -> (('translation', TRANSLATION), ('cutout', 0.25)); '' ->
-    (). Raises ValueError naming ``config.train.d_augment`` for an unknown name or a bad size."""
-    parsed, bad = [], []
-    for item in (p.strip() for p in policy.split(",")):
-        if not item:
-            continue
-        name, colon, size_text = (part.strip() for part in item.partition(":"))
-        size = _size(size_text) if colon else DEFAULT_SIZES.get(name)
-        if name not in DEFAULT_SIZES or size is None:
-            bad.append(item)
-        else:
-            parsed.append((name, size))
-    if bad:
-        raise ValueError(f"config.train.d_augment={policy!r}: cannot read {', '.join(bad)}; "
-                         f"expected {EXPECTED}")
-    return tuple(parsed)
 
 
 def translate(images, key, fraction: float = TRANSLATION):
@@ -86,12 +54,44 @@ def cut_out(images, key, fraction: float = CUTOUT):
     return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)
 
 
-TRANSFORMS = {"translation": translate, "cutout": cut_out}
+# name -> (transform, its size when the policy names none)
+TRANSFORMS = {"translation": (translate, TRANSLATION), "cutout": (cut_out, CUTOUT)}
+Policy = tuple[tuple[str, float], ...]  # (transform, size) pairs, parse's result
+EXPECTED = (f"a comma-separated subset of {', '.join(TRANSFORMS)}, each optionally with ':SIZE', "
+            "a fraction of the image's side in (0, 1] ('' for none)")
+
+
+def _size(text: str) -> float | None:
+    try:
+        size = float(text)
+    except ValueError:
+        return None
+    return size if 0 < size <= 1 else None
+
+
+def parse(policy: str) -> Policy:
+    """``'translation,cutout:0.25'`` -> (('translation', TRANSLATION), ('cutout', 0.25)); '' ->
+    (). Raises ValueError naming ``config.train.d_augment`` for an unknown name or a bad size."""
+    parsed, bad = [], []
+    for item in (p.strip() for p in policy.split(",")):
+        if not item:
+            continue
+        name, colon, size_text = (part.strip() for part in item.partition(":"))
+        known = TRANSFORMS.get(name)
+        size = None if known is None else _size(size_text) if colon else known[1]
+        if size is None:
+            bad.append(item)
+        else:
+            parsed.append((name, size))
+    if bad:
+        raise ValueError(f"config.train.d_augment={policy!r}: cannot read {', '.join(bad)}; "
+                         f"expected {EXPECTED}")
+    return tuple(parsed)
 
 
 def augment(images, key, policy: Policy):
     """``images`` through each (transform, size) of ``policy`` (``parse``'s result) in order,
     each with its own key."""
     for (name, size), k in zip(policy, jax.random.split(key, max(len(policy), 1))):
-        images = TRANSFORMS[name](images, k, size)
+        images = TRANSFORMS[name][0](images, k, size)
     return images
