@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.preserve = 0.0  # L1 of G(x, target group) to x: change only what age needs
     c.loss.gate = 0.0  # mean opening of the output gate (model.output_mask): open it only where needed
     c.loss.gate_exponent = 1.0  # each pixel's opening ** this before the mean: < 1 shuts small openings
+    # added to each opening before the exponent (losses.gate_opening): the cost's slope at a
+    # shut gate is exponent * floor ** (exponent - 1); tiny, it traps a gate that shuts early
+    c.loss.gate_floor = 1e-6
     # G's cross entropy of a frozen age-group classifier (faceaging/age_guide.py) on its fakes;
     # 0 leaves it out. Trained before the GAN (config.age_guide) when the workdir has none.
     c.loss.age_guide = 0.0

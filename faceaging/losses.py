@@ -48,12 +48,17 @@ def l1(a, b):
     return jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)).mean()
 
 
-def gate_opening(gate, exponent: float = 1.0, eps: float = 1e-6):
-    """The output gate's mean opening, each pixel's opening raised to ``exponent`` first: below 1
-    a small opening costs more per unit than a large one, so a nearly shut gate is pushed to shut
-    and one that opens, opens further (1: the plain mean)."""
+def gate_opening(gate, exponent: float = 1.0, floor: float = 1e-6):
+    """The output gate's cost: the mean over pixels of ``(opening + floor) ** exponent -
+    floor ** exponent`` (0 for a shut gate). Below exponent 1 a small opening costs more per unit
+    than a large one, so small openings shut and one that opens, opens further (1: the plain
+    mean). The cost's slope at a shut gate is ``exponent * floor ** (exponent - 1)``: with a tiny
+    floor it is so steep that a gate which shuts early cannot reopen, as on 2,000 SynthFaces
+    identities (benchmarks/RESULTS.md); a floor near the gate's starting opening keeps it finite."""
     gate = gate.astype(jnp.float32)
-    return jnp.mean(gate if exponent == 1 else jnp.power(gate + eps, exponent))
+    if exponent == 1:
+        return jnp.mean(gate)
+    return jnp.mean(jnp.power(gate + floor, exponent)) - floor ** exponent
 
 
 def r1_penalty(disc_fn, images, groups, patch_weight: float = 1.0):

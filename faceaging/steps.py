@@ -52,6 +52,7 @@ class LossWeights:
     preserve: float = 0.0
     gate: float = 0.0
     gate_exponent: float = 1.0
+    gate_floor: float = 1e-6
     age_guide: float = 0.0
     attribute_guide: float = 0.0
     patch_adversarial: float = 1.0
@@ -140,7 +141,8 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
         terms["g/preserve"] = (w.preserve, losses.l1(fake, base))
     extra = {}
     if outputs.gate is not None:  # logged even at weight 0
-        terms["g/gate"] = (w.gate, losses.gate_opening(outputs.gate, w.gate_exponent))
+        cost = losses.gate_opening(outputs.gate, w.gate_exponent, w.gate_floor)
+        terms["g/gate"] = (w.gate, cost)
         if w.gate_exponent != 1:
             extra["g/gate_opening"] = jnp.mean(outputs.gate)
     if outputs.reconstructed is not None:

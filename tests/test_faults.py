@@ -403,7 +403,8 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         "--config.train.batch_size=0", "--config.train.keep_checkpoints=0",
         "--config.train.checkpoint_every=0", "--config.image_size=30",
         "--config.mesh.num_devices=99", "--config.loss.gate=0.1", "--config.model.gate_bias=nan",
-        "--config.loss.gate_exponent=0", "--config.loss.identity_encoder=decoder",
+        "--config.loss.gate_exponent=0", "--config.loss.gate_floor=-1",
+        "--config.loss.identity_encoder=decoder",
         "--config.model.warp_max_shift=0.1")
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert code == 1
@@ -412,6 +413,7 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         "error: config.loss.identity_encoder='decoder': expected one of restoring, aging",
         "error: config.model.gate_bias=nan: expected a finite number",
         "error: config.loss.gate_exponent=0.0: expected a finite number > 0",
+        "error: config.loss.gate_floor=-1.0: expected a finite number > 0",
         "error: config.model.warp_max_shift=0.1: expected 0 unless config.model.residual_output "
         "or config.model.output_mask is on",
         "error: config.loss.gate=0.1: expected 0 without an output gate (set config.model.output_mask=True)",

