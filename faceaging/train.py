@@ -110,6 +110,24 @@ class SkippedUpdates:
         return self.streak
 
 
+SHUT_GATE = 1e-4  # a mean output-gate opening below this passes the input through unchanged
+
+
+def shut_gate_warning(scalars: dict, step: int, config: ml_collections.ConfigDict) -> str | None:
+    """A warning when the generator's output gate (``model.output_mask``) has shut: its mean
+    opening (``g/gate_opening``, or ``g/gate`` at gate exponent 1) is below ``SHUT_GATE``, so the
+    aged images are the (warped) input whatever the target age."""
+    opening = scalars.get("g/gate_opening", scalars.get("g/gate"))
+    if opening is None or opening >= SHUT_GATE:
+        return None
+    hint = ("raise config.loss.gate_floor (e.g. 0.05: losses.gate_opening)"
+            if config.loss.gate_exponent < 1 else "lower config.loss.gate")
+    return (f"Step {step}: the output gate has shut (mean opening {opening:.1e}): the generator "
+            f"returns its input whatever the target age, and a gate cost with "
+            f"loss.gate_exponent={config.loss.gate_exponent} and loss.gate_floor="
+            f"{config.loss.gate_floor} keeps it shut; {hint} and train again from scratch.")
+
+
 def _mean_metrics(pending: list) -> dict:
     fetched = jax.device_get(pending)
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
@@ -183,6 +201,7 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
     logging.info("Training from step %d to %d on %d device(s), global batch %d.", step,
                  config.train.steps, mesh.size, config.train.batch_size)
     pending, last_time, last_step = [], time.perf_counter(), step
+    gate_warned = False  # once per run
     try:
         while step < config.train.steps:
             batch = input_pipeline.to_global(next(iterator), data_sharded)
@@ -199,6 +218,9 @@ def _train(config: ml_collections.ConfigDict, run_dir: Workdir, resume: ResumeOp
                 scalars["images_per_second"] = scalars["steps_per_second"] * config.train.batch_size
                 writer.scalars(step, scalars)
                 pending, last_time, last_step = [], now, step
+                if not gate_warned and (warning := shut_gate_warning(scalars, step, config)):
+                    logging.warning(warning)
+                    gate_warned = True
                 _check_streak(skipped, step, manager)
             if step % config.train.sample_every == 0 or last:
                 aged = ager(state.ema_params["aging"], samples["image"], group_codes)

@@ -180,3 +180,20 @@ def test_train_resumes_exactly(tiny_config, tmp_path):
     assert jax.tree.structure(full) == jax.tree.structure(resumed)
     for a, b in zip(jax.tree.leaves(jax.device_get(full)), jax.tree.leaves(jax.device_get(resumed))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_shut_output_gate_is_reported_once(tiny_config, tmp_path, caplog):
+    """A gate born shut (logit -30: opening ~1e-13) under the square-root cost with a tiny floor:
+    the loop says so once, naming the fields to change; an open gate gets no warning."""
+    tiny_config = shorten(tiny_config)
+    tiny_config.model.update(SMALLEST_MODEL, output_mask=True, gate_bias=-30.0)
+    tiny_config.loss.update(gate=1.0, gate_exponent=0.5)
+    tiny_config.train.log_every = 2
+    with caplog.at_level("WARNING"):
+        train.train_and_evaluate(tiny_config, str(tmp_path / "shut"))
+    warnings = [r.getMessage() for r in caplog.records if "output gate has shut" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("Step 2:") and "config.loss.gate_floor" in warnings[0]
+    assert train.shut_gate_warning({"g/gate": 0.05}, 2, tiny_config) is None
+    assert train.shut_gate_warning({"g/gate_opening": 0.05, "g/gate": 1e-9}, 2, tiny_config) is None
+    assert train.shut_gate_warning({"d/loss": 0.0}, 2, tiny_config) is None  # no gate
