@@ -61,6 +61,18 @@ def write_utkface_folder(folder, count: int, seed: int = 0, malformed: bool = Tr
     return names
 
 
+def adam_parameter_atol(learning_rate: float, steps: int) -> float:
+    """How far two runs' parameters may part when their sums differ only in rounding order.
+
+    Adam (here b1 = 0) normalises each gradient by its running scale, so an element whose true
+    gradient is ~0 moves by about +-lr per step whatever the rounding noise's size: two runs can
+    part by ~2 lr per step on such elements (seen: 4.7 lr after 6 steps), while the losses agree
+    to float precision. A real fault (a shard saved or restored in the wrong place) parts the
+    weights by their own scale, ~0.1.
+    """
+    return 2 * learning_rate * steps
+
+
 def synth_config(arg: str = ""):
     """``configs/synthfaces.py`` (``:arg``), loaded as the CLI would."""
     spec = importlib.util.spec_from_file_location("synthfaces_config",

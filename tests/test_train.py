@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helpers import EIGEN_WORKERS, SMALLEST_MODEL
+from helpers import EIGEN_WORKERS, SMALLEST_MODEL, adam_parameter_atol
 from faceaging import checkpointing, mesh as mesh_lib, steps, train, train_state
 from faceaging.workdir import Workdir
 
@@ -120,10 +120,10 @@ def test_fsdp_trains_as_replicated_with_an_eighth_of_the_state_per_device(tiny_c
     full = train_state.bytes_per_device(abstract, train_state.mesh_shardings(abstract, mesh, False))
     fsdp = train_state.bytes_per_device(abstract, train_state.mesh_shardings(abstract, mesh, True))
     assert fsdp < 0.3 * full
-    # Adam steps near-zero gradients by about +-lr whatever their size, so parameters agree to
-    # a few learning rates (sums in another order), not to float precision as the losses do.
+    # Parameters agree to a few learning rates (sums in another order), not to float precision.
+    atol = adam_parameter_atol(tiny_config.optim.g_learning_rate, 3)
     for a, b in zip(jax.tree.leaves(states[True].g_params), jax.tree.leaves(states[False].g_params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol)
 
 
 def test_nonfinite_update_is_skipped_and_counted(tiny_config):
