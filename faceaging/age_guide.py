@@ -12,7 +12,8 @@ The **attribute guide** (``config.loss.attribute_guide`` > 0) is the same kind o
 on the dataset's age-independent labels (UTKFace's gender and race, which SynthFaces writes in
 the same file names); G is charged for every change of what it reads (the KL divergence from its
 reading of the input to its reading of the aged image), so aging cannot trade who the person is
-for the age cue. It needs no labels during GAN training and is not the evaluation's trait
+for the age cue. With ``config.loss.attribute_features`` > 0 G is also charged for changing what
+its convolutions see where (cosine distance of chosen activation maps, input against aged image). It needs no labels during GAN training and is not the evaluation's trait
 classifier (``trait_classifier``: other labels, renders and network).
 
 Each is trained at the start of training when the workdir has none (``--mode=train_age_guide``
@@ -50,6 +51,12 @@ class Guide:
     @property
     def mode(self) -> str:
         return f"train_{self.section}"
+
+    def wanted(self, config: ml_collections.ConfigDict) -> bool:
+        """Whether a loss term of ``config`` reads this guide."""
+        if self.label == "source":
+            return config.loss.age_guide > 0
+        return config.loss.attribute_guide > 0 or config.loss.attribute_features > 0
 
     def heads(self, num_groups: int) -> tuple[int, ...]:
         return (num_groups,) if self.label == "source" else input_pipeline.ATTRIBUTE_CLASSES
@@ -146,7 +153,7 @@ def for_step(config: ml_collections.ConfigDict, num_groups: int, workdir: str | 
     (benchmarks that time or trace the step: its cost does not depend on the weights).
     ``check_stop``: see ``small_models.fit`` (the training loop stops a guide's training with it)."""
     def get(guide):
-        if config.loss[guide.section] <= 0:
+        if not guide.wanted(config):
             return None
         if workdir is None:
             return untrained(config, num_groups, guide)

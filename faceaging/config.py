@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     # G's KL divergence between a frozen gender/race classifier's reading of the input and of the
     # aged image (faceaging/age_guide.py): aging must keep who the person is. 0 leaves it out.
     c.loss.attribute_guide = 0.0
+    # G's cosine distance between that guide's activation maps of the input and of the aged image
+    # (attribute_guide.feature_layers): what it sees where, hair and eyes included. 0 leaves it out.
+    c.loss.attribute_features = 0.0
     c.loss.patch_adversarial = 1.0  # weight of the patch judges' mean loss (model.disc_patch_head)
     c.loss.r1_gamma = 10.0
     c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps
@@ -117,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.attribute_guide.steps = 1500
     c.attribute_guide.batch_size = 64
     c.attribute_guide.learning_rate = 1e-3
+    # which of its convolutions' activation maps loss.attribute_features compares (Python
+    # indices: -1 is the last); the first map is mostly colour, which aging changes in the hair
+    c.attribute_guide.feature_layers = (-2, -1)
 
     c.traits = ml_collections.ConfigDict()  # SynthFaces trait classifier for evaluation
     c.traits.num_renders = 12000  # fresh identities rendered to train it (SynthFaces is procedural)

@@ -101,7 +101,8 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
 
     for field, value in _fields(config, "loss", ("adversarial", "age", "cycle", "identity",
                                                  "reconstruction", "preserve", "gate",
-                                                 "age_guide", "attribute_guide", "patch_adversarial",
+                                                 "age_guide", "attribute_guide", "attribute_features",
+                                                 "patch_adversarial",
                                                  "r1_gamma")):
         check(field, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
     check("loss.r1_every", config.loss.r1_every, _positive_int, positive)
@@ -121,6 +122,10 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
     if not (model.residual_output or model.output_mask):  # the output would not use the input
         check("model.warp_max_shift", model.warp_max_shift, lambda v: v == 0,
               "0 unless config.model.residual_output or config.model.output_mask is on")
+    layers = len(config.attribute_guide.channels)
+    check("attribute_guide.feature_layers", config.attribute_guide.feature_layers,
+          lambda v: len(v) >= 1 and all(isinstance(i, int) and -layers <= i < layers for i in v),
+          f"a non-empty tuple of indices into attribute_guide.channels (-{layers} to {layers - 1})")
     if not model.output_mask:
         check("loss.gate", config.loss.gate, lambda v: v == 0,
               "0 without an output gate (set config.model.output_mask=True)")

@@ -24,11 +24,16 @@ class ConvNet(nnx.Module):
                                for i, o, s in zip(chans[:-1], chans[1:], strides)])
         self.head = nnx.Linear(chans[-1], outputs, rngs=rngs)
 
-    def __call__(self, images):
-        h = images
+    def features(self, images) -> list:
+        """The activation map after each convolution (strided: each smaller than the last)."""
+        maps, h = [], images
         for conv in self.convs:
             h = jax.nn.gelu(conv(h))
-        return self.head(h.mean(axis=(1, 2)))
+            maps.append(h)
+        return maps
+
+    def __call__(self, images):
+        return self.head(self.features(images)[-1].mean(axis=(1, 2)))
 
 
 def fit(graph, params, learning_rate: float, loss_of_logits, batches, what: str,

@@ -55,6 +55,7 @@ class LossWeights:
     gate_floor: float = 1e-6
     age_guide: float = 0.0
     attribute_guide: float = 0.0
+    attribute_features: float = 0.0
     patch_adversarial: float = 1.0
     r1_gamma: float = 10.0
     r1_every: int = 16
@@ -81,9 +82,11 @@ Classify = Callable  # (images) -> age-group logits: the frozen age guide
 
 
 class ReadAttributes(NamedTuple):
-    """The frozen attribute guide: ``logits(images)`` -> (N, sum(heads)), one softmax per head."""
+    """The frozen attribute guide: ``logits(images)`` -> (N, sum(heads)), one softmax per head;
+    ``features(images)`` -> the activation maps that ``loss.attribute_features`` compares."""
     logits: Callable
     heads: tuple[int, ...]
+    features: Callable | None = None
 
 
 def d_loss(d_params, discriminate: Discriminate, real, fake, source, target, w: LossWeights):
@@ -123,7 +126,8 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
     (``model.output_mask``: a GANimation-style sparsity term, ``losses.gate_opening``) and the
     frozen age ``guide``'s cross entropy for the target group, and the KL divergence from the
     frozen ``attributes`` guide's reading of the input to its reading of the fake (summed over
-    its heads: gender, race).
+    its heads: gender, race), and the cosine distance between its activation maps of the input
+    and of the fake (``attribute_feature_change``: what it sees where, not only what it concludes).
     """
     fake = outputs.fake.astype(real.dtype)
     cycled, identity_fake = generate(restoring_params(g_params), fake, source_code)
@@ -155,6 +159,9 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
         kept, agreement = attribute_change(attributes, real, fake)
         terms["g/attribute_guide"] = (w.attribute_guide, kept)
         extra["g/attribute_guide_agreement_fake"] = agreement
+    if w.attribute_features:
+        terms["g/attribute_features"] = (w.attribute_features,
+                                         attribute_feature_change(attributes, real, fake))
     total = sum(weight * value for weight, value in terms.values())
     return total, {**{k: v for k, (_, v) in terms.items()},
                    "g/age_accuracy_fake": losses.accuracy(cls, target), **extra}
@@ -173,6 +180,15 @@ def attribute_change(attributes: ReadAttributes, real, fake):
         kl = kl + jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
         agreement = agreement + jnp.mean(jnp.argmax(part[:n], -1) == jnp.argmax(part[n:], -1))
     return kl, agreement / len(attributes.heads)
+
+
+def attribute_feature_change(attributes: ReadAttributes, real, fake):
+    """The mean over the guide's chosen activation maps of the cosine distance, at each position,
+    between the map of ``real`` (held fixed) and the map of ``fake``: 0 when the guide sees the
+    same things in the same places, up to their strength."""
+    both = attributes.features(jnp.concatenate([real, fake.astype(real.dtype)]))
+    n = real.shape[0]
+    return sum(losses.cosine_distance(jax.lax.stop_gradient(m[:n]), m[n:]) for m in both) / len(both)
 
 
 def ema_update(ema_params, params, step, decay: float):
@@ -214,7 +230,9 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     ``guide``: (graph, params) of the frozen age guide, required when ``config.loss.age_guide``
     is above 0 (``age_guide.load_or_train``); its parameters are constants of the step.
     ``attribute_guide``: (graph, params, classes per head) of the frozen attribute guide, required
-    when ``config.loss.attribute_guide`` is above 0 (``age_guide.for_step`` gives both).
+    when ``config.loss.attribute_guide`` or ``config.loss.attribute_features`` is above 0
+    (``age_guide.for_step`` gives both); the latter compares its activation maps numbered
+    ``config.attribute_guide.feature_layers``.
     """
     if r1 not in R1_SCHEDULES:
         raise ValueError(f"r1={r1!r}: expected one of {R1_SCHEDULES}")
@@ -222,13 +240,18 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     if (w.age_guide > 0) != (guide is not None):
         raise ValueError(f"config.loss.age_guide={w.age_guide} needs an age guide exactly when "
                          "it is above 0 (faceaging.age_guide.load_or_train)")
-    if (w.attribute_guide > 0) != (attribute_guide is not None):
-        raise ValueError(f"config.loss.attribute_guide={w.attribute_guide} needs an attribute "
-                         "guide exactly when it is above 0 (faceaging.age_guide.for_step)")
+    if (w.attribute_guide > 0 or w.attribute_features > 0) != (attribute_guide is not None):
+        raise ValueError(f"config.loss.attribute_guide={w.attribute_guide} and config.loss."
+                         f"attribute_features={w.attribute_features} need an attribute guide "
+                         "exactly when either is above 0 (faceaging.age_guide.for_step)")
     classify = None if guide is None else (lambda images: nnx.merge(guide[0], guide[1])(images))
-    attributes = None if attribute_guide is None else ReadAttributes(
-        lambda images: nnx.merge(attribute_guide[0], attribute_guide[1])(images),
-        tuple(attribute_guide[2]))
+    attributes = None
+    if attribute_guide is not None:
+        read = lambda: nnx.merge(attribute_guide[0], attribute_guide[1])
+        layers = tuple(config.attribute_guide.feature_layers)
+        attributes = ReadAttributes(
+            lambda images: read()(images), tuple(attribute_guide[2]),
+            lambda images: [read().features(images)[i] for i in layers])
     dtype = jnp.dtype(config.dtype)
     policy = augment.parse(config.train.d_augment)
     augment_key = jax.random.key(config.seed)

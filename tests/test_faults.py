@@ -405,7 +405,7 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         "--config.mesh.num_devices=99", "--config.loss.gate=0.1", "--config.model.gate_bias=nan",
         "--config.loss.gate_exponent=0", "--config.loss.gate_floor=-1",
         "--config.loss.identity_encoder=decoder",
-        "--config.model.warp_max_shift=0.1")
+        "--config.model.warp_max_shift=0.1", "--config.attribute_guide.feature_layers=(0,2)")
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert code == 1
     assert errors == [
@@ -416,6 +416,8 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         "error: config.loss.gate_floor=-1.0: expected a finite number > 0",
         "error: config.model.warp_max_shift=0.1: expected 0 unless config.model.residual_output "
         "or config.model.output_mask is on",
+        "error: config.attribute_guide.feature_layers=(0, 2): expected a non-empty tuple of "
+        "indices into attribute_guide.channels (-2 to 1)",
         "error: config.loss.gate=0.1: expected 0 without an output gate (set config.model.output_mask=True)",
         "error: config.train.batch_size=0: expected a positive integer",
         "error: config.train.checkpoint_every=0: expected a positive integer",

@@ -277,6 +277,43 @@ def test_attribute_guide_charges_the_change_of_its_reading_from_input_to_fake():
     _assert_the_step_wants_a_guide_when("attribute_guide")
 
 
+def test_attribute_features_charge_what_the_guide_sees_where():
+    """G's loss gains loss.attribute_features x the mean over the guide's chosen maps of the cosine
+    distance, position by position, between its map of the input (held fixed) and of the fake: 0
+    for the input itself and for a brighter copy of the input's maps (direction, not strength),
+    positive for another image; its gradient reaches the fake, not the input."""
+    rng = np.random.default_rng(2)
+    real = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+    fake = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+    maps = lambda x: [x, x.reshape(-1, 4, 2, 4, 2, 3).mean(axis=(2, 4))]  # linear in the image
+    reader = steps.ReadAttributes(lambda x: x.mean(axis=(1, 2)) @ weights, (2, 3), maps)
+    np.testing.assert_allclose(steps.attribute_feature_change(reader, real, real), 0.0, atol=1e-6)
+    np.testing.assert_allclose(steps.attribute_feature_change(reader, real, 3.0 * real), 0.0,
+                               atol=1e-6)
+
+    def cosine_distance(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        return (1 - cos).mean()
+
+    expected = np.mean([cosine_distance(a, b) for a, b in zip(maps(real), maps(fake))])
+    assert expected > 0.5
+    np.testing.assert_allclose(steps.attribute_feature_change(reader, real, fake), expected,
+                               rtol=1e-5)
+    grad = lambda f, x: jax.grad(f)(x)
+    assert float(jnp.abs(grad(lambda r: steps.attribute_feature_change(reader, r, fake), real)).max()) == 0
+    assert float(jnp.abs(grad(lambda f: steps.attribute_feature_change(reader, real, f), fake)).max()) > 0
+
+    args = _g_loss_args(real, fake)
+    without, _ = steps.g_loss(*args, steps.LossWeights(), attributes=reader)
+    total, metrics = steps.g_loss(*args, steps.LossWeights(attribute_features=0.7),
+                                  attributes=reader)
+    np.testing.assert_allclose(metrics["g/attribute_features"], expected, rtol=1e-5)
+    np.testing.assert_allclose(total - without, 0.7 * expected, rtol=1e-4)
+    _assert_the_step_wants_a_guide_when("attribute_features")
+
+
 def test_ema_update_warms_up_then_uses_the_decay():
     ema, params = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
     np.testing.assert_allclose(steps.ema_update(ema, params, 0, 0.999)["w"], 1 - 0.1)  # (1+0)/(10+0)
