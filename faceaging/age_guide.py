@@ -13,8 +13,9 @@ on the dataset's age-independent labels (UTKFace's gender and race, which SynthF
 the same file names); G is charged for every change of what it reads (the KL divergence from its
 reading of the input to its reading of the aged image), so aging cannot trade who the person is
 for the age cue. With ``config.loss.attribute_features`` > 0 G is also charged for changing what
-its convolutions see where (cosine distance of chosen activation maps, input against aged image). It needs no labels during GAN training and is not the evaluation's trait
-classifier (``trait_classifier``: other labels, renders and network).
+its convolutions see where (cosine distance of chosen activation maps, input against aged
+image). It needs no labels during GAN training and is not the evaluation's trait classifier
+(``trait_classifier``: other labels, renders and network).
 
 Each is trained at the start of training when the workdir has none (``--mode=train_age_guide``
 and ``--mode=train_attribute_guide`` train one alone), saved under WORKDIR/age_guide/STEP or

@@ -249,9 +249,13 @@ def make_train_step(config: ml_collections.ConfigDict, graphs: Graphs, optimizer
     if attribute_guide is not None:
         read = lambda: nnx.merge(attribute_guide[0], attribute_guide[1])
         layers = tuple(config.attribute_guide.feature_layers)
-        attributes = ReadAttributes(
-            lambda images: read()(images), tuple(attribute_guide[2]),
-            lambda images: [read().features(images)[i] for i in layers])
+
+        def chosen_maps(images):  # one pass of the guide for all chosen maps
+            maps = read().features(images)
+            return [maps[i] for i in layers]
+
+        attributes = ReadAttributes(lambda images: read()(images), tuple(attribute_guide[2]),
+                                    chosen_maps)
     dtype = jnp.dtype(config.dtype)
     policy = augment.parse(config.train.d_augment)
     augment_key = jax.random.key(config.seed)
