@@ -84,6 +84,11 @@ def base_config() -> ml_collections.ConfigDict:
     # G's cosine distance between that guide's activation maps of the input and of the aged image
     # (attribute_guide.feature_layers): what it sees where, hair and eyes included. 0 leaves it out.
     c.loss.attribute_features = 0.0
+    # G's edge-aware variation of its change (aged image - input, the warped input with a warp):
+    # neighbouring pixels the input shows alike (within ~change_smoothness_sigma, [-1, 1] units)
+    # should change alike, so a region such as the hair is recoloured whole, not streaked.
+    c.loss.change_smoothness = 0.0
+    c.loss.change_smoothness_sigma = 0.1
     c.loss.patch_adversarial = 1.0  # weight of the patch judges' mean loss (model.disc_patch_head)
     c.loss.r1_gamma = 10.0
     c.loss.r1_every = 16  # lazy R1: applied (scaled up) every this many steps

@@ -102,6 +102,7 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
     for field, value in _fields(config, "loss", ("adversarial", "age", "cycle", "identity",
                                                  "reconstruction", "preserve", "gate",
                                                  "age_guide", "attribute_guide", "attribute_features",
+                                                 "change_smoothness",
                                                  "patch_adversarial",
                                                  "r1_gamma")):
         check(field, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
@@ -117,6 +118,8 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
           "a finite number > 0")
     check("loss.gate_floor", config.loss.gate_floor, lambda v: math.isfinite(v) and v > 0,
           "a finite number > 0")
+    check("loss.change_smoothness_sigma", config.loss.change_smoothness_sigma,
+          lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
     check("model.warp_max_shift", model.warp_max_shift, lambda v: 0 <= v < 1,
           "a fraction of the image side in [0, 1) (0: no warp)")
     if not (model.residual_output or model.output_mask):  # the output would not use the input

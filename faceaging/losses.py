@@ -74,3 +74,19 @@ def cosine_distance(a, b, eps: float = 1e-12):
     unit = lambda x: x * jax.lax.rsqrt(jnp.square(x).sum(-1, keepdims=True) + eps)
     a, b = unit(a.astype(jnp.float32)), unit(b.astype(jnp.float32))
     return (1.0 - (a * b).sum(-1)).mean()
+
+
+def edge_aware_variation(change, guide, sigma: float):
+    """How unevenly ``change`` varies inside the regions where ``guide`` is even: the mean over
+    horizontally and vertically adjacent pixel pairs of ``|change_p - change_q|`` (averaged over
+    channels) weighted by ``exp(-|guide_p - guide_q|^2 / (2 sigma^2))`` (the squared distance
+    summed over channels). Pairs across an edge of ``guide`` cost nearly nothing, pairs inside a
+    flat region full price: a change that treats each of ``guide``'s regions as one piece (a
+    whole head of hair recoloured, not streaked) costs little. ``guide`` is held fixed."""
+    change = change.astype(jnp.float32)
+    guide = jax.lax.stop_gradient(guide.astype(jnp.float32))
+    total = 0.0
+    for axis in (1, 2):
+        weight = jnp.exp(-jnp.square(jnp.diff(guide, axis=axis)).sum(-1) / (2 * sigma ** 2))
+        total = total + jnp.mean(weight * jnp.abs(jnp.diff(change, axis=axis)).mean(-1))
+    return total / 2

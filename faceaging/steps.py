@@ -56,6 +56,8 @@ class LossWeights:
     age_guide: float = 0.0
     attribute_guide: float = 0.0
     attribute_features: float = 0.0
+    change_smoothness: float = 0.0
+    change_smoothness_sigma: float = 0.1
     patch_adversarial: float = 1.0
     r1_gamma: float = 10.0
     r1_every: int = 16
@@ -127,7 +129,9 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
     frozen age ``guide``'s cross entropy for the target group, and the KL divergence from the
     frozen ``attributes`` guide's reading of the input to its reading of the fake (summed over
     its heads: gender, race), and the cosine distance between its activation maps of the input
-    and of the fake (``attribute_feature_change``: what it sees where, not only what it concludes).
+    and of the fake (``attribute_feature_change``: what it sees where, not only what it concludes),
+    and the edge-aware variation of the change ``fake - input`` (``losses.edge_aware_variation``:
+    a region the input shows in one colour, such as its hair, changes as one piece).
     """
     fake = outputs.fake.astype(real.dtype)
     cycled, identity_fake = generate(restoring_params(g_params), fake, source_code)
@@ -140,9 +144,12 @@ def g_loss(outputs: AgingOutputs, g_params: dict, d_params, generate: Generate,
                        losses.classification(cls, target)),
              "g/cycle": (w.cycle, losses.l1(cycled, real)),
              "g/identity": (w.identity, distance(outputs.identity, identity_fake))}
-    if w.preserve:  # against the warped input with a warp: moving parts costs nothing here
-        base = real if outputs.base is None else outputs.base
+    base = real if outputs.base is None else outputs.base  # the warped input with a warp
+    if w.preserve:  # against the warped input: moving parts costs nothing here
         terms["g/preserve"] = (w.preserve, losses.l1(fake, base))
+    if w.change_smoothness:  # the change in one piece inside each of the (warped) input's regions
+        terms["g/change_smoothness"] = (w.change_smoothness, losses.edge_aware_variation(
+            fake - base, base, w.change_smoothness_sigma))
     extra = {}
     if outputs.gate is not None:  # logged even at weight 0
         cost = losses.gate_opening(outputs.gate, w.gate_exponent, w.gate_floor)

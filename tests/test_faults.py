@@ -404,6 +404,7 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         "--config.train.checkpoint_every=0", "--config.image_size=30",
         "--config.mesh.num_devices=99", "--config.loss.gate=0.1", "--config.model.gate_bias=nan",
         "--config.loss.gate_exponent=0", "--config.loss.gate_floor=-1",
+        "--config.loss.change_smoothness_sigma=0",
         "--config.loss.identity_encoder=decoder",
         "--config.model.warp_max_shift=0.1", "--config.attribute_guide.feature_layers=(0,2)")
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
@@ -414,6 +415,7 @@ def test_config_errors_are_one_line_each_before_anything_is_written(fault_dirs, 
         "error: config.model.gate_bias=nan: expected a finite number",
         "error: config.loss.gate_exponent=0.0: expected a finite number > 0",
         "error: config.loss.gate_floor=-1.0: expected a finite number > 0",
+        "error: config.loss.change_smoothness_sigma=0.0: expected a finite number > 0",
         "error: config.model.warp_max_shift=0.1: expected 0 unless config.model.residual_output "
         "or config.model.output_mask is on",
         "error: config.attribute_guide.feature_layers=(0, 2): expected a non-empty tuple of "

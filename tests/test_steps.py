@@ -314,6 +314,47 @@ def test_attribute_features_charge_what_the_guide_sees_where():
     _assert_the_step_wants_a_guide_when("attribute_features")
 
 
+def test_change_smoothness_charges_a_streaked_change_not_a_whole_region():
+    """losses.edge_aware_variation: a change that is even inside each of the input's flat regions
+    (a head of hair darkened whole, up to the hair's edge) costs ~0; the same change streaked
+    inside the region costs the numpy value of the weighted neighbour differences. g_loss adds
+    loss.change_smoothness x that value for fake - input (the warped input when there is one)."""
+    image = np.full((1, 8, 8, 3), -0.5, np.float32)
+    image[:, :, :4] = 0.9  # two flat regions: white hair on the left, darker skin on the right
+    whole = np.zeros_like(image)
+    whole[:, :, :4] = -1.2  # the hair darkened whole, the skin left
+    np.testing.assert_allclose(losses.edge_aware_variation(whole, image, 0.1), 0.0, atol=1e-6)
+    streaked = whole.copy()
+    streaked[:, ::2, :4] = 0.0  # every other row of the hair left white
+    def expected(change, guide, sigma):
+        total = 0.0
+        for axis in (1, 2):
+            weight = np.exp(-(np.diff(guide, axis=axis) ** 2).sum(-1) / (2 * sigma ** 2))
+            total += (weight * np.abs(np.diff(change, axis=axis)).mean(-1)).mean()
+        return total / 2
+    value = losses.edge_aware_variation(streaked, image, 0.1)
+    assert float(value) > 0.2
+    np.testing.assert_allclose(value, expected(streaked, image, 0.1), rtol=1e-5)
+    # Across the edge a change's step is free; with a sigma far above the edge it is charged.
+    np.testing.assert_allclose(losses.edge_aware_variation(whole, image, 100.0),
+                               expected(whole, image, 100.0), rtol=1e-5)
+    assert float(losses.edge_aware_variation(whole, image, 100.0)) > 0.05
+    guide_grad = jax.grad(lambda g: losses.edge_aware_variation(streaked, g, 0.1))(jnp.asarray(image))
+    assert float(jnp.abs(guide_grad).max()) == 0.0
+
+    real, fake = jnp.asarray(image), jnp.asarray(image + streaked)
+    args = _g_loss_args(jnp.tile(real, (4, 1, 1, 1)), jnp.tile(fake, (4, 1, 1, 1)))
+    without, _ = steps.g_loss(*args, steps.LossWeights())
+    total, metrics = steps.g_loss(*args, steps.LossWeights(change_smoothness=0.3))
+    np.testing.assert_allclose(metrics["g/change_smoothness"], expected(streaked, image, 0.1),
+                               rtol=1e-4)
+    np.testing.assert_allclose(total - without, 0.3 * expected(streaked, image, 0.1), rtol=1e-4)
+    # With a warp the change is measured from the warped input, and its regions are the warp's.
+    warped = args[0]._replace(base=jnp.tile(fake, (4, 1, 1, 1)))
+    _, metrics = steps.g_loss(warped, *args[1:], steps.LossWeights(change_smoothness=0.3))
+    np.testing.assert_allclose(metrics["g/change_smoothness"], 0.0, atol=1e-6)
+
+
 def test_ema_update_warms_up_then_uses_the_decay():
     ema, params = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
     np.testing.assert_allclose(steps.ema_update(ema, params, 0, 0.999)["w"], 1 - 0.1)  # (1+0)/(10+0)

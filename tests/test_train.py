@@ -154,7 +154,7 @@ def test_train_resumes_exactly(tiny_config, tmp_path):
     tiny_config.model.update(SMALLEST_MODEL)
     # The frozen guides are trained once per workdir, then reused.
     tiny_config.loss.age_guide = tiny_config.loss.attribute_guide = 1.0
-    tiny_config.loss.attribute_features = 0.5
+    tiny_config.loss.attribute_features = tiny_config.loss.change_smoothness = 0.5
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
     full = train.train_and_evaluate(tiny_config, full_dir)
     assert sorted(os.listdir(os.path.join(full_dir, "checkpoints"))) == ["3", "6"]
