@@ -114,12 +114,9 @@ def problems(config: ml_collections.ConfigDict, device_count: int, process_count
     check("model.residual_space", model.residual_space, lambda v: v in RESIDUAL_SPACES,
           f"one of {', '.join(RESIDUAL_SPACES)}")
     check("model.gate_bias", model.gate_bias, math.isfinite, "a finite number")
-    check("loss.gate_exponent", config.loss.gate_exponent, lambda v: math.isfinite(v) and v > 0,
-          "a finite number > 0")
-    check("loss.gate_floor", config.loss.gate_floor, lambda v: math.isfinite(v) and v > 0,
-          "a finite number > 0")
-    check("loss.change_smoothness_sigma", config.loss.change_smoothness_sigma,
-          lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+    for field, value in _fields(config, "loss", ("gate_exponent", "gate_floor",
+                                                 "change_smoothness_sigma")):
+        check(field, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
     check("model.warp_max_shift", model.warp_max_shift, lambda v: 0 <= v < 1,
           "a fraction of the image side in [0, 1) (0: no warp)")
     if not (model.residual_output or model.output_mask):  # the output would not use the input
